@@ -1,0 +1,29 @@
+//! Credentials → `Authorization` header, with the moment it stops being valid.
+
+mod basic;
+
+pub use basic::{basic_authorization, normalize_username};
+
+use std::time::Instant;
+
+use secrecy::SecretString;
+
+/// Why no Authorization header could be produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The credentials are malformed.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// This credential method is not available in this build yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A ready-to-send header value; `expires` is None for Basic.
+#[derive(Clone, Debug)]
+pub struct AuthHeader {
+    /// `Basic …` or `Bearer …`, never logged.
+    pub value: SecretString,
+    /// When a cached token must be refreshed.
+    pub expires: Option<Instant>,
+}

@@ -1,0 +1,12 @@
+//! Keyfactor Command REST client on awc (command-api.md): wire types, calls, typed errors.
+
+mod client;
+mod error;
+mod types;
+
+pub use client::{build_http_client, CommandClient};
+pub use error::CommandError;
+pub use types::{
+    CertificateInformation, EnrollCsrRequest, EnrollCsrResponse, EnrollmentPattern, MetadataField,
+    PREDEFINED_METADATA_FIELDS,
+};

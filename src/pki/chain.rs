@@ -1,0 +1,169 @@
+//! Orders Command's certificates into one chain: leaf + intermediates, and the root apart.
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::pem::parse_x509_pem;
+use x509_parser::prelude::FromDer;
+
+use super::{to_pem, PkiError};
+
+/// What goes into `status.certificate` and `status.ca`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedChain {
+    /// Leaf first, then every intermediate; a self-signed root left out.
+    pub certificate_pem: String,
+    /// The self-signed root, else the topmost certificate; empty for a lone leaf.
+    pub ca_pem: String,
+}
+
+struct Parsed {
+    der: Vec<u8>,
+}
+
+impl Parsed {
+    fn cert(&self) -> Result<X509Certificate<'_>, PkiError> {
+        X509Certificate::from_der(&self.der)
+            .map(|(_, c)| c)
+            .map_err(|_| PkiError::CertificatePem)
+    }
+}
+
+fn issued_by(child: &X509Certificate<'_>, parent: &X509Certificate<'_>) -> bool {
+    child.issuer() == parent.subject() && child.verify_signature(Some(parent.public_key())).is_ok()
+}
+
+fn self_signed(c: &X509Certificate<'_>) -> bool {
+    issued_by(c, c)
+}
+
+/// Builds the single chain independent of input order (first PEM block of each string,
+/// duplicates dropped); anything but one unbroken chain is [`PkiError::BrokenChain`].
+pub fn split_chain(pems: &[String]) -> Result<IssuedChain, PkiError> {
+    let mut certs: Vec<Parsed> = Vec::new();
+    for p in pems {
+        let (_, block) = parse_x509_pem(p.as_bytes()).map_err(|_| PkiError::CertificatePem)?;
+        if block.label != "CERTIFICATE" {
+            return Err(PkiError::CertificatePem);
+        }
+        X509Certificate::from_der(&block.contents).map_err(|_| PkiError::CertificatePem)?;
+        if !certs.iter().any(|c| c.der == block.contents) {
+            certs.push(Parsed { der: block.contents });
+        }
+    }
+    if certs.is_empty() {
+        return Err(PkiError::Empty);
+    }
+    let parsed: Vec<X509Certificate<'_>> = certs.iter().map(Parsed::cert).collect::<Result<_, _>>()?;
+    // The leaf is the one certificate that issued no other certificate in the set.
+    let leaves: Vec<usize> = (0..parsed.len())
+        .filter(|&i| {
+            !(0..parsed.len()).any(|j| j != i && issued_by(&parsed[j], &parsed[i]))
+        })
+        .collect();
+    let [leaf] = leaves[..] else {
+        return Err(PkiError::BrokenChain);
+    };
+    let mut order = vec![leaf];
+    loop {
+        let Some(&cur) = order.last() else { break };
+        if self_signed(&parsed[cur]) {
+            break;
+        }
+        let next: Vec<usize> = (0..parsed.len())
+            .filter(|&j| !order.contains(&j) && issued_by(&parsed[cur], &parsed[j]))
+            .collect();
+        match next[..] {
+            [] => break,
+            [n] => order.push(n),
+            _ => return Err(PkiError::BrokenChain),
+        }
+    }
+    if order.len() != parsed.len() {
+        return Err(PkiError::BrokenChain);
+    }
+    let top = order[order.len() - 1];
+    let root_is_self_signed = self_signed(&parsed[top]);
+    let mut certificate_pem = String::new();
+    for &i in &order {
+        if i == top && root_is_self_signed && order.len() > 1 {
+            continue;
+        }
+        certificate_pem.push_str(&to_pem("CERTIFICATE", &certs[i].der));
+    }
+    let ca_pem = if order.len() == 1 && !root_is_self_signed {
+        String::new()
+    } else {
+        to_pem("CERTIFICATE", &certs[top].der)
+    };
+    Ok(IssuedChain { certificate_pem, ca_pem })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    struct Pki {
+        root: String,
+        sub: String,
+        leaf: String,
+    }
+
+    fn ca_params(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p
+    }
+
+    fn pki() -> Pki {
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params("Root-CA");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let sub_key = KeyPair::generate().unwrap();
+        let sub_params = ca_params("Sub-CA");
+        let sub = sub_params.signed_by(&sub_key, &root_issuer).unwrap();
+        let sub_issuer = Issuer::new(sub_params, sub_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut lp = CertificateParams::new(vec!["leaf.example.com".into()]).unwrap();
+        lp.distinguished_name.push(DnType::CommonName, "leaf.example.com");
+        let leaf = lp.signed_by(&leaf_key, &sub_issuer).unwrap();
+        Pki { root: root.pem(), sub: sub.pem(), leaf: leaf.pem() }
+    }
+
+    fn norm(p: &str) -> String {
+        let (_, b) = parse_x509_pem(p.as_bytes()).unwrap();
+        to_pem("CERTIFICATE", &b.contents)
+    }
+
+    #[test]
+    fn leaf_sub_root_in_any_order() {
+        let p = pki();
+        for input in [
+            vec![p.leaf.clone(), p.sub.clone(), p.root.clone()],
+            vec![p.root.clone(), p.leaf.clone(), p.sub.clone(), p.sub.clone()],
+        ] {
+            let c = split_chain(&input).unwrap();
+            assert_eq!(c.certificate_pem, format!("{}{}", norm(&p.leaf), norm(&p.sub)));
+            assert_eq!(c.ca_pem, norm(&p.root));
+        }
+    }
+
+    #[test]
+    fn without_root_topmost_is_ca_and_lone_leaf_has_none() {
+        let p = pki();
+        let c = split_chain(&[p.leaf.clone(), p.sub.clone()]).unwrap();
+        assert_eq!(c.certificate_pem, format!("{}{}", norm(&p.leaf), norm(&p.sub)));
+        assert_eq!(c.ca_pem, norm(&p.sub));
+        let c = split_chain(std::slice::from_ref(&p.leaf)).unwrap();
+        assert_eq!(c.ca_pem, "");
+    }
+
+    #[test]
+    fn broken_chain_and_bad_pem() {
+        let p = pki();
+        assert_eq!(split_chain(&[p.leaf.clone(), p.root.clone()]), Err(PkiError::BrokenChain));
+        assert_eq!(split_chain(&["junk".into()]), Err(PkiError::CertificatePem));
+        assert_eq!(split_chain(&[]), Err(PkiError::Empty));
+    }
+}

@@ -1,0 +1,103 @@
+//! Parses and verifies the PKCS#10 CSR of a CertificateRequest.
+
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::pem::parse_x509_pem;
+use x509_parser::prelude::FromDer;
+
+use super::PkiError;
+
+/// Facts about a CSR that are logged (never the key material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrInfo {
+    /// Subject common name, empty when absent.
+    pub common_name: String,
+    /// Every SAN as `type:value`.
+    pub sans: Vec<String>,
+}
+
+/// Requires exactly a CERTIFICATE REQUEST PEM block whose signature verifies.
+pub fn parse_csr(pem: &[u8]) -> Result<CsrInfo, PkiError> {
+    let (_, block) = parse_x509_pem(pem).map_err(|_| PkiError::CsrPemType)?;
+    if block.label != "CERTIFICATE REQUEST" && block.label != "NEW CERTIFICATE REQUEST" {
+        return Err(PkiError::CsrPemType);
+    }
+    let (_, csr) = X509CertificationRequest::from_der(&block.contents)
+        .map_err(|e| PkiError::CsrInvalid(format!("failed to parse CSR: {e}")))?;
+    csr.verify_signature()
+        .map_err(|_| PkiError::CsrInvalid("CSR signature does not verify".into()))?;
+    let info = &csr.certification_request_info;
+    let common_name = info
+        .subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut sans = Vec::new();
+    if let Some(exts) = csr.requested_extensions() {
+        for ext in exts {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for name in &san.general_names {
+                    sans.push(match name {
+                        GeneralName::DNSName(d) => format!("dns:{d}"),
+                        GeneralName::IPAddress(ip) => format!("ip:{}", ip_to_string(ip)),
+                        GeneralName::URI(u) => format!("uri:{u}"),
+                        GeneralName::RFC822Name(e) => format!("email:{e}"),
+                        other => format!("other:{other}"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(CsrInfo { common_name, sans })
+}
+
+fn ip_to_string(b: &[u8]) -> String {
+    match b.len() {
+        4 => std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            std::net::Ipv6Addr::from(a).to_string()
+        }
+        _ => format!("{b:02x?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example.com".into()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "a.example.com");
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn valid_csr_reports_cn_and_sans() {
+        let info = parse_csr(csr_pem().as_bytes()).unwrap();
+        assert_eq!(info.common_name, "a.example.com");
+        assert_eq!(info.sans, vec!["dns:a.example.com"]);
+    }
+
+    #[test]
+    fn wrong_pem_type_is_refused_with_upstream_text() {
+        let pem = csr_pem().replace("CERTIFICATE REQUEST", "CERTIFICATE");
+        assert_eq!(parse_csr(pem.as_bytes()).unwrap_err().to_string(), "csr is invalid: PEM block type must be CERTIFICATE REQUEST");
+        assert_eq!(parse_csr(b"not pem").unwrap_err(), PkiError::CsrPemType);
+    }
+
+    #[test]
+    fn tampered_signature_is_refused() {
+        let pem = csr_pem();
+        let (_, block) = parse_x509_pem(pem.as_bytes()).unwrap();
+        let mut der = block.contents.clone();
+        let n = der.len();
+        der[n - 5] ^= 0xff;
+        let bad = super::super::to_pem("CERTIFICATE REQUEST", &der);
+        assert!(matches!(parse_csr(bad.as_bytes()), Err(PkiError::CsrInvalid(_))));
+    }
+}

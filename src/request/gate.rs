@@ -1,0 +1,114 @@
+//! Which CertificateRequests we act on (product.md §8 steps 2–8).
+
+use crate::api::{CertificateRequest, IssuerKind};
+use crate::GROUP;
+
+/// What to do with a CertificateRequest seen in a watch event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// issuerRef.group is not ours: no status write.
+    NotOurs,
+    /// Already Ready, Failed or Denied: nothing to do.
+    Final,
+    /// Denied by an approval controller: write Denied once.
+    Denied,
+    /// Approval gate on and not approved yet: leave it untouched.
+    AwaitingApproval,
+    /// issuerRef.kind is neither Issuer nor ClusterIssuer: final Failed with this message.
+    InvalidKind(String),
+    /// Sign it with this issuer.
+    Sign {
+        /// Issuer or ClusterIssuer.
+        kind: IssuerKind,
+        /// issuerRef.name.
+        name: String,
+    },
+}
+
+fn condition<'a>(cr: &'a CertificateRequest, type_: &str) -> Option<&'a crate::api::CertificateRequestCondition> {
+    cr.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// True when an `Approved=True` condition is present.
+pub fn is_approved(cr: &CertificateRequest) -> bool {
+    condition(cr, "Approved").is_some_and(|c| c.status == "True")
+}
+
+/// Decides from the object alone; `check_approval` is false with `--disable-approved-check`.
+pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
+    let r = &cr.spec.issuer_ref;
+    if r.group.as_deref() != Some(GROUP) {
+        return Gate::NotOurs;
+    }
+    if let Some(ready) = condition(cr, "Ready") {
+        let reason = ready.reason.as_deref().unwrap_or("");
+        if ready.status == "True" || reason == "Failed" || reason == "Denied" {
+            return Gate::Final;
+        }
+    }
+    if condition(cr, "Denied").is_some_and(|c| c.status == "True") {
+        return Gate::Denied;
+    }
+    if check_approval && !is_approved(cr) {
+        return Gate::AwaitingApproval;
+    }
+    match IssuerKind::parse(r.kind.as_deref()) {
+        Some(kind) => Gate::Sign { kind, name: r.name.clone() },
+        None => Gate::InvalidKind(format!(
+            "error interpreting issuerRef: kind {:?} is neither Issuer nor ClusterIssuer",
+            r.kind.as_deref().unwrap_or("")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CertificateRequestCondition, CertificateRequestSpec, CertificateRequestStatus, IssuerRef};
+
+    fn cr(group: &str, kind: Option<&str>, conds: &[(&str, &str, &str)]) -> CertificateRequest {
+        let mut c = CertificateRequest::new(
+            "r",
+            CertificateRequestSpec {
+                issuer_ref: IssuerRef { name: "i".into(), kind: kind.map(str::to_string), group: Some(group.into()) },
+                ..Default::default()
+            },
+        );
+        c.status = Some(CertificateRequestStatus {
+            conditions: conds
+                .iter()
+                .map(|(t, s, r)| CertificateRequestCondition {
+                    type_: t.to_string(),
+                    status: s.to_string(),
+                    reason: Some(r.to_string()),
+                    message: None,
+                    last_transition_time: None,
+                })
+                .collect(),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn table_of_product_section_8() {
+        assert_eq!(gate(&cr("cert-manager.io", Some("Issuer"), &[("Approved", "True", "")]), true), Gate::NotOurs);
+        assert_eq!(gate(&cr(GROUP, Some("Issuer"), &[("Ready", "True", "Issued")]), true), Gate::Final);
+        assert_eq!(gate(&cr(GROUP, Some("Issuer"), &[("Ready", "False", "Failed")]), true), Gate::Final);
+        assert_eq!(gate(&cr(GROUP, Some("Issuer"), &[("Denied", "True", "x")]), true), Gate::Denied);
+        assert_eq!(gate(&cr(GROUP, Some("Issuer"), &[]), true), Gate::AwaitingApproval);
+        assert_eq!(
+            gate(&cr(GROUP, Some("Issuer"), &[]), false),
+            Gate::Sign { kind: IssuerKind::Issuer, name: "i".into() }
+        );
+        assert_eq!(
+            gate(&cr(GROUP, None, &[("Approved", "True", ""), ("Ready", "False", "Pending")]), true),
+            Gate::Sign { kind: IssuerKind::Issuer, name: "i".into() }
+        );
+        assert_eq!(
+            gate(&cr(GROUP, Some("ClusterIssuer"), &[("Approved", "True", "")]), true),
+            Gate::Sign { kind: IssuerKind::ClusterIssuer, name: "i".into() }
+        );
+        assert!(matches!(gate(&cr(GROUP, Some("Foo"), &[("Approved", "True", "")]), true), Gate::InvalidKind(_)));
+    }
+}

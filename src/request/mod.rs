@@ -1,0 +1,9 @@
+//! CertificateRequest decisions: whether to act, what to send Command, what to write back.
+
+mod enroll;
+mod gate;
+mod status;
+
+pub use enroll::{enrollment_body, enrollment_failure, predefined_metadata, MetadataContext};
+pub use gate::{gate, is_approved, Gate};
+pub use status::{outcome_from_response, status_apply, CrOutcome, Retry};

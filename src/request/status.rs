@@ -1,0 +1,187 @@
+//! What a CertificateRequest's status becomes, as a server-side-apply body.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::api::CertificateRequestCondition;
+use crate::command::CertificateInformation;
+use crate::pki::split_chain;
+
+/// When a Pending request is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Capped exponential backoff.
+    Backoff,
+    /// When the issuer turns Ready (and on backoff as a safety net).
+    OnIssuerReady,
+    /// Not by us: Command holds the request (follow-up comes with request-id polling).
+    Hold,
+}
+
+/// The result of one attempt, mapped to cert-manager's Ready reasons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrOutcome {
+    /// Signed: `Ready=True/Issued`.
+    Issued {
+        /// Leaf + intermediates, PEM.
+        certificate_pem: String,
+        /// Root or topmost CA, PEM.
+        ca_pem: String,
+        /// Command request id.
+        request_id: i64,
+    },
+    /// Not yet: `Ready=False/Pending`.
+    Pending {
+        /// Condition message.
+        message: String,
+        /// How to come back.
+        retry: Retry,
+    },
+    /// Final failure: `Ready=False/Failed` + failureTime.
+    Failed {
+        /// Condition message.
+        message: String,
+    },
+    /// Denied by an approval controller: `Ready=False/Denied` + failureTime.
+    Denied,
+}
+
+/// Message written for a denied request, as upstream.
+pub const DENIED_MESSAGE: &str = "The CertificateRequest was denied by an approval controller";
+
+impl CrOutcome {
+    /// Ready condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Issued { .. } => "Issued",
+            Self::Pending { .. } => "Pending",
+            Self::Failed { .. } => "Failed",
+            Self::Denied => "Denied",
+        }
+    }
+
+    /// Ready condition message.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Issued { .. } => "Signed".into(),
+            Self::Pending { message, .. } | Self::Failed { message } => message.clone(),
+            Self::Denied => DENIED_MESSAGE.into(),
+        }
+    }
+
+    /// True for outcomes no later event changes.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Pending { .. })
+    }
+}
+
+/// Maps Command's disposition: ISSUED (or certificates present) → Issued; PENDING / external
+/// validation → Pending held in Command; FAILED / DENIED → Failed; no certificates → Pending.
+pub fn outcome_from_response(info: &CertificateInformation) -> CrOutcome {
+    let disposition = info.request_disposition.as_deref().unwrap_or("").to_ascii_uppercase();
+    let msg = info.disposition_message.as_deref().unwrap_or("").trim();
+    let id = info.keyfactor_request_id;
+    match disposition.as_str() {
+        "FAILED" | "DENIED" => {
+            return CrOutcome::Failed {
+                message: format!("Command {} the request (request id {id}): {msg}", disposition.to_lowercase()),
+            }
+        }
+        "PENDING" | "EXTERNAL VALIDATION" | "EXTERNAL_VALIDATION" => {
+            return CrOutcome::Pending {
+                message: format!("Command holds the request (disposition {disposition}, request id {id}): {msg}"),
+                retry: Retry::Hold,
+            }
+        }
+        _ => {}
+    }
+    let certs = info.certificates.clone().unwrap_or_default();
+    if certs.is_empty() {
+        return CrOutcome::Pending {
+            message: format!("Command returned no certificate (disposition {disposition:?}, request id {id}): {msg}"),
+            retry: Retry::Hold,
+        };
+    }
+    match split_chain(&certs) {
+        Ok(chain) => CrOutcome::Issued { certificate_pem: chain.certificate_pem, ca_pem: chain.ca_pem, request_id: id },
+        Err(e) => CrOutcome::Pending { message: format!("failed to sign: {e}"), retry: Retry::Backoff },
+    }
+}
+
+/// Server-side-apply body for the status subresource: our Ready condition (transition time
+/// kept while the status holds), certificate/ca when issued, failureTime once when final.
+pub fn status_apply(
+    name: &str,
+    namespace: &str,
+    outcome: &CrOutcome,
+    previous_ready: Option<&CertificateRequestCondition>,
+    failure_time_set: bool,
+    now: &str,
+) -> Value {
+    let status_str = if matches!(outcome, CrOutcome::Issued { .. }) { "True" } else { "False" };
+    let transition = previous_ready
+        .filter(|c| c.status == status_str)
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(|| now.to_string());
+    let mut status = json!({
+        "conditions": [{
+            "type": "Ready",
+            "status": status_str,
+            "reason": outcome.reason(),
+            "message": outcome.message(),
+            "lastTransitionTime": transition,
+        }]
+    });
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    match outcome {
+        CrOutcome::Issued { certificate_pem, ca_pem, .. } => {
+            status["certificate"] = json!(b64(certificate_pem));
+            if !ca_pem.is_empty() {
+                status["ca"] = json!(b64(ca_pem));
+            }
+        }
+        CrOutcome::Failed { .. } | CrOutcome::Denied if !failure_time_set => {
+            status["failureTime"] = json!(now);
+        }
+        _ => {}
+    }
+    json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "CertificateRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "status": status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispositions() {
+        let mut info = CertificateInformation { request_disposition: Some("PENDING".into()), keyfactor_request_id: 9, ..Default::default() };
+        assert!(matches!(outcome_from_response(&info), CrOutcome::Pending { retry: Retry::Hold, .. }));
+        info.request_disposition = Some("DENIED".into());
+        assert!(matches!(outcome_from_response(&info), CrOutcome::Failed { .. }));
+        info.request_disposition = Some("ISSUED".into());
+        assert!(matches!(outcome_from_response(&info), CrOutcome::Pending { .. }), "empty Certificates must not panic or issue");
+        info.certificates = Some(vec!["junk".into()]);
+        assert_eq!(outcome_from_response(&info), CrOutcome::Pending { message: "failed to sign: failed to parse certificate PEM".into(), retry: Retry::Backoff });
+    }
+
+    #[test]
+    fn apply_body_for_issued_and_denied() {
+        let issued = CrOutcome::Issued { certificate_pem: "LEAF".into(), ca_pem: "ROOT".into(), request_id: 1 };
+        let v = status_apply("r", "ns", &issued, None, false, "2026-01-01T00:00:00Z");
+        assert_eq!(v["status"]["conditions"][0]["reason"], "Issued");
+        assert_eq!(v["status"]["conditions"][0]["message"], "Signed");
+        assert_eq!(v["status"]["certificate"], "TEVBRg==");
+        assert!(v["status"].get("failureTime").is_none());
+        let v = status_apply("r", "ns", &CrOutcome::Denied, None, false, "2026-01-01T00:00:00Z");
+        assert_eq!(v["status"]["failureTime"], "2026-01-01T00:00:00Z");
+        assert_eq!(v["status"]["conditions"][0]["message"], DENIED_MESSAGE);
+        let v = status_apply("r", "ns", &CrOutcome::Denied, None, true, "2026-01-01T00:00:00Z");
+        assert!(v["status"].get("failureTime").is_none());
+    }
+}
