@@ -48,7 +48,10 @@ pub fn set_condition(
 
 /// Reads a condition's status; absent is None.
 pub fn status_of(conditions: &[IssuerCondition], type_: &str) -> Option<ConditionStatus> {
-    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status)
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status)
 }
 
 #[cfg(test)]
@@ -62,7 +65,14 @@ mod tests {
     #[test]
     fn absent_type_is_appended_with_transition_time() {
         let mut c = vec![];
-        assert!(set_condition(&mut c, READY, ConditionStatus::True, "Success", "ok", t(1)));
+        assert!(set_condition(
+            &mut c,
+            READY,
+            ConditionStatus::True,
+            "Success",
+            "ok",
+            t(1)
+        ));
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time, Some(t(1)));
     }
@@ -71,7 +81,14 @@ mod tests {
     fn same_status_keeps_time_but_overwrites_reason_and_message() {
         let mut c = vec![];
         set_condition(&mut c, READY, ConditionStatus::False, "a", "m1", t(1));
-        assert!(!set_condition(&mut c, READY, ConditionStatus::False, "b", "m2", t(2)));
+        assert!(!set_condition(
+            &mut c,
+            READY,
+            ConditionStatus::False,
+            "b",
+            "m2",
+            t(2)
+        ));
         assert_eq!(c[0].last_transition_time, Some(t(1)));
         assert_eq!(c[0].reason.as_deref(), Some("b"));
         assert_eq!(c[0].message.as_deref(), Some("m2"));
@@ -81,11 +98,28 @@ mod tests {
     fn changed_status_moves_time_and_leaves_other_types() {
         let mut c = vec![];
         set_condition(&mut c, READY, ConditionStatus::False, "a", "m", t(1));
-        set_condition(&mut c, SUPPORTS_METADATA, ConditionStatus::True, "x", "y", t(1));
-        assert!(set_condition(&mut c, READY, ConditionStatus::True, "Success", "ok", t(5)));
+        set_condition(
+            &mut c,
+            SUPPORTS_METADATA,
+            ConditionStatus::True,
+            "x",
+            "y",
+            t(1),
+        );
+        assert!(set_condition(
+            &mut c,
+            READY,
+            ConditionStatus::True,
+            "Success",
+            "ok",
+            t(5)
+        ));
         assert_eq!(c[0].type_, READY);
         assert_eq!(c[0].last_transition_time, Some(t(5)));
         assert_eq!(c[1].last_transition_time, Some(t(1)));
-        assert_eq!(status_of(&c, SUPPORTS_METADATA), Some(ConditionStatus::True));
+        assert_eq!(
+            status_of(&c, SUPPORTS_METADATA),
+            Some(ConditionStatus::True)
+        );
     }
 }

@@ -49,8 +49,14 @@ mod tests {
     #[test]
     fn header_encodes_normalised_user() {
         let h = basic_authorization("user@corp", &SecretString::from("pw".to_string())).unwrap();
-        let b64 = h.expose_secret().strip_prefix("Basic ").unwrap().to_string();
-        let raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let b64 = h
+            .expose_secret()
+            .strip_prefix("Basic ")
+            .unwrap()
+            .to_string();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         assert_eq!(raw, b"corp\\user:pw");
     }
 }

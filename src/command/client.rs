@@ -28,7 +28,9 @@ pub fn build_http_client(
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err(CommandError::Tls("failed to append custom CA cert to pool".into()));
+                return Err(CommandError::Tls(
+                    "failed to append custom CA cert to pool".into(),
+                ));
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -68,7 +70,12 @@ impl CommandClient {
         &self.base_url
     }
 
-    fn request(&self, method: awc::http::Method, path: &str, auth: &SecretString) -> awc::ClientRequest {
+    fn request(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        auth: &SecretString,
+    ) -> awc::ClientRequest {
         self.http
             .request(method, format!("{}{}", self.base_url, path))
             .insert_header(("Authorization", auth.expose_secret()))
@@ -85,12 +92,20 @@ impl CommandClient {
     where
         S: futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
     {
-        let mut resp = sent.map_err(|e| CommandError::Transport { method, url: url.clone(), cause: e.to_string() })?;
+        let mut resp = sent.map_err(|e| CommandError::Transport {
+            method,
+            url: url.clone(),
+            cause: e.to_string(),
+        })?;
         let body = resp
             .body()
             .limit(MAX_BODY)
             .await
-            .map_err(|e| CommandError::Transport { method, url, cause: format!("reading body: {e}") })?;
+            .map_err(|e| CommandError::Transport {
+                method,
+                url,
+                cause: format!("reading body: {e}"),
+            })?;
         Ok((resp.status(), body.to_vec()))
     }
 
@@ -107,7 +122,11 @@ impl CommandClient {
             .send()
             .await;
         let (status, body) = Self::finish("Get", url, sent).await?;
-        let ok = if exactly_200 { status == StatusCode::OK } else { status.as_u16() < 300 };
+        let ok = if exactly_200 {
+            status == StatusCode::OK
+        } else {
+            status.as_u16() < 300
+        };
         if !ok {
             return Err(status_error(status, &body));
         }
@@ -120,7 +139,10 @@ impl CommandClient {
     }
 
     /// `GET /MetadataFields`, every page (design.md §3.7: no 50-field blind spot).
-    pub async fn metadata_fields(&self, auth: &SecretString) -> Result<Vec<MetadataField>, CommandError> {
+    pub async fn metadata_fields(
+        &self,
+        auth: &SecretString,
+    ) -> Result<Vec<MetadataField>, CommandError> {
         let mut all = Vec::new();
         for page in 1..=METADATA_MAX_PAGES {
             let batch: Vec<MetadataField> = self
@@ -146,7 +168,8 @@ impl CommandClient {
         auth: &SecretString,
     ) -> Result<Vec<EnrollmentPattern>, CommandError> {
         let q = form_encode(&format!("Name -eq \"{name}\""));
-        self.get_json(&format!("/EnrollmentPatterns?QueryString={q}"), auth, false).await
+        self.get_json(&format!("/EnrollmentPatterns?QueryString={q}"), auth, false)
+            .await
     }
 
     /// `POST /Enrollment/CSR` with `x-certificateformat: PEM`.
@@ -182,7 +205,9 @@ fn form_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -196,12 +221,17 @@ mod tests {
 
     #[test]
     fn query_is_form_encoded_like_go() {
-        assert_eq!(form_encode("Name -eq \"Default Pattern\""), "Name+-eq+%22Default+Pattern%22");
+        assert_eq!(
+            form_encode("Name -eq \"Default Pattern\""),
+            "Name+-eq+%22Default+Pattern%22"
+        );
     }
 
     #[test]
     fn garbage_ca_bundle_is_refused() {
-        let e = build_http_client(Some("not a cert"), Duration::from_secs(1)).err().unwrap();
+        let e = build_http_client(Some("not a cert"), Duration::from_secs(1))
+            .err()
+            .unwrap();
         assert_eq!(e.to_string(), "failed to append custom CA cert to pool");
     }
 }

@@ -121,7 +121,21 @@ mod tests {
         };
         let v = serde_json::to_value(&r).unwrap();
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys, ["CSR", "CertificateAuthority", "EnrollmentPatternId", "IncludeChain", "Metadata", "OwnerRoleId", "OwnerRoleName", "SANs", "Template", "Timestamp"]);
+        assert_eq!(
+            keys,
+            [
+                "CSR",
+                "CertificateAuthority",
+                "EnrollmentPatternId",
+                "IncludeChain",
+                "Metadata",
+                "OwnerRoleId",
+                "OwnerRoleName",
+                "SANs",
+                "Template",
+                "Timestamp"
+            ]
+        );
         assert!(v["Template"].is_null() && v["OwnerRoleId"].is_null());
     }
 

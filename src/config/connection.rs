@@ -63,7 +63,12 @@ pub fn resolve_connection(
                 return Err(ConfigError::Required("password"));
             }
         }
-        Credentials::OAuth { token_url, client_id, client_secret, .. } => {
+        Credentials::OAuth {
+            token_url,
+            client_id,
+            client_secret,
+            ..
+        } => {
             if token_url.is_empty() {
                 return Err(ConfigError::Required("tokenURL"));
             }
@@ -76,7 +81,12 @@ pub fn resolve_connection(
         }
         Credentials::Ambient => {}
     }
-    Ok(ConnectionConfig { host, api_path, ca_bundle_pem, credentials })
+    Ok(ConnectionConfig {
+        host,
+        api_path,
+        ca_bundle_pem,
+        credentials,
+    })
 }
 
 #[cfg(test)]
@@ -85,14 +95,23 @@ mod tests {
     use secrecy::SecretString;
 
     fn basic(u: &str, p: &str) -> Credentials {
-        Credentials::Basic { username: u.into(), password: SecretString::from(p.to_string()) }
+        Credentials::Basic {
+            username: u.into(),
+            password: SecretString::from(p.to_string()),
+        }
     }
 
     #[test]
     fn hostname_forms() {
-        assert_eq!(normalize_hostname("https://cmd.example.com/x"), "cmd.example.com");
+        assert_eq!(
+            normalize_hostname("https://cmd.example.com/x"),
+            "cmd.example.com"
+        );
         assert_eq!(normalize_hostname("cmd.example.com"), "cmd.example.com");
-        assert_eq!(normalize_hostname("https://127.0.0.1:8443/KeyfactorAPI"), "127.0.0.1:8443");
+        assert_eq!(
+            normalize_hostname("https://127.0.0.1:8443/KeyfactorAPI"),
+            "127.0.0.1:8443"
+        );
         assert_eq!(normalize_hostname("127.0.0.1:8443"), "127.0.0.1:8443");
     }
 
@@ -105,13 +124,33 @@ mod tests {
     #[test]
     fn validation_order_and_messages() {
         let mut spec = IssuerSpec::default();
-        assert_eq!(resolve_connection(&spec, basic("u", "p"), None).unwrap_err().to_string(), "invalid config: hostname is required");
+        assert_eq!(
+            resolve_connection(&spec, basic("u", "p"), None)
+                .unwrap_err()
+                .to_string(),
+            "invalid config: hostname is required"
+        );
         spec.hostname = Some("h".into());
         spec.api_path = Some("/".into());
-        assert_eq!(resolve_connection(&spec, basic("u", "p"), None).unwrap_err().to_string(), "invalid config: apiPath is required");
+        assert_eq!(
+            resolve_connection(&spec, basic("u", "p"), None)
+                .unwrap_err()
+                .to_string(),
+            "invalid config: apiPath is required"
+        );
         spec.api_path = None;
-        assert_eq!(resolve_connection(&spec, basic("", "p"), None).unwrap_err().to_string(), "invalid config: username is required");
-        assert_eq!(resolve_connection(&spec, basic("u", ""), None).unwrap_err().to_string(), "invalid config: password is required");
+        assert_eq!(
+            resolve_connection(&spec, basic("", "p"), None)
+                .unwrap_err()
+                .to_string(),
+            "invalid config: username is required"
+        );
+        assert_eq!(
+            resolve_connection(&spec, basic("u", ""), None)
+                .unwrap_err()
+                .to_string(),
+            "invalid config: password is required"
+        );
         let c = resolve_connection(&spec, basic("u", "p"), None).unwrap();
         assert_eq!(c.base_url(), "https://h/KeyfactorAPI");
     }

@@ -39,7 +39,11 @@ impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Basic { username, .. } => write!(f, "Basic({username})"),
-            Self::OAuth { token_url, client_id, .. } => write!(f, "OAuth({client_id}@{token_url})"),
+            Self::OAuth {
+                token_url,
+                client_id,
+                ..
+            } => write!(f, "OAuth({client_id}@{token_url})"),
             Self::Ambient => f.write_str("Ambient"),
         }
     }
@@ -49,12 +53,30 @@ impl PartialEq for Credentials {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (
-                Self::Basic { username: a, password: p },
-                Self::Basic { username: b, password: q },
+                Self::Basic {
+                    username: a,
+                    password: p,
+                },
+                Self::Basic {
+                    username: b,
+                    password: q,
+                },
             ) => a == b && p.expose_secret() == q.expose_secret(),
             (
-                Self::OAuth { token_url: a, client_id: b, client_secret: c, scopes: d, audience: e },
-                Self::OAuth { token_url: v, client_id: w, client_secret: x, scopes: y, audience: z },
+                Self::OAuth {
+                    token_url: a,
+                    client_id: b,
+                    client_secret: c,
+                    scopes: d,
+                    audience: e,
+                },
+                Self::OAuth {
+                    token_url: v,
+                    client_id: w,
+                    client_secret: x,
+                    scopes: y,
+                    audience: z,
+                },
             ) => a == v && b == w && c.expose_secret() == x.expose_secret() && d == y && e == z,
             (Self::Ambient, Self::Ambient) => true,
             _ => false,
@@ -68,7 +90,13 @@ fn value(secret: &Secret, key: &str) -> Option<String> {
         .as_ref()
         .and_then(|d| d.get(key))
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .cloned()
+        })
 }
 
 /// Reads credentials from the Secret by its type; key presence is checked here, emptiness by
@@ -77,19 +105,29 @@ pub fn credentials_from_secret(secret: &Secret) -> Result<Credentials, ConfigErr
     let invalid = |what: &str| ConfigError::CredentialSecretInvalid(what.to_string());
     match secret.type_.as_deref().unwrap_or("Opaque") {
         "kubernetes.io/basic-auth" => {
-            let username =
-                value(secret, "username").ok_or_else(|| invalid("basic auth secret with no username"))?;
-            let password =
-                value(secret, "password").ok_or_else(|| invalid("basic auth secret with no password"))?;
-            Ok(Credentials::Basic { username, password: SecretString::from(password) })
+            let username = value(secret, "username")
+                .ok_or_else(|| invalid("basic auth secret with no username"))?;
+            let password = value(secret, "password")
+                .ok_or_else(|| invalid("basic auth secret with no password"))?;
+            Ok(Credentials::Basic {
+                username,
+                password: SecretString::from(password),
+            })
         }
         "Opaque" | "" => {
-            let token_url = value(secret, "tokenUrl").ok_or_else(|| invalid("secret with no tokenUrl"))?;
-            let client_id = value(secret, "clientId").ok_or_else(|| invalid("secret with no clientId"))?;
-            let client_secret =
-                value(secret, "clientSecret").ok_or_else(|| invalid("secret with no clientSecret"))?;
+            let token_url =
+                value(secret, "tokenUrl").ok_or_else(|| invalid("secret with no tokenUrl"))?;
+            let client_id =
+                value(secret, "clientId").ok_or_else(|| invalid("secret with no clientId"))?;
+            let client_secret = value(secret, "clientSecret")
+                .ok_or_else(|| invalid("secret with no clientSecret"))?;
             let scopes = value(secret, "scopes")
-                .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+                .map(|s| {
+                    s.split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             Ok(Credentials::OAuth {
                 token_url,
@@ -122,7 +160,11 @@ mod tests {
 
     #[test]
     fn basic_auth_keys() {
-        let c = credentials_from_secret(&secret("kubernetes.io/basic-auth", &[("username", "u"), ("password", "p")])).unwrap();
+        let c = credentials_from_secret(&secret(
+            "kubernetes.io/basic-auth",
+            &[("username", "u"), ("password", "p")],
+        ))
+        .unwrap();
         assert!(matches!(c, Credentials::Basic { ref username, .. } if username == "u"));
         assert_eq!(
             credentials_from_secret(&secret("kubernetes.io/basic-auth", &[("password", "p")])).unwrap_err().to_string(),
@@ -137,7 +179,9 @@ mod tests {
     #[test]
     fn oauth_keys_and_unsupported_type() {
         assert_eq!(
-            credentials_from_secret(&secret("Opaque", &[("clientId", "c")])).unwrap_err().to_string(),
+            credentials_from_secret(&secret("Opaque", &[("clientId", "c")]))
+                .unwrap_err()
+                .to_string(),
             "failed to get Secret containing Issuer credentials: found secret with no tokenUrl"
         );
         assert_eq!(
@@ -146,7 +190,12 @@ mod tests {
         );
         let c = credentials_from_secret(&secret(
             "Opaque",
-            &[("tokenUrl", "https://t"), ("clientId", "c"), ("clientSecret", "s"), ("scopes", "a,b")],
+            &[
+                ("tokenUrl", "https://t"),
+                ("clientId", "c"),
+                ("clientSecret", "s"),
+                ("scopes", "a,b"),
+            ],
         ))
         .unwrap();
         assert!(matches!(c, Credentials::OAuth { ref scopes, .. } if scopes == &["a", "b"]));
@@ -154,7 +203,11 @@ mod tests {
 
     #[test]
     fn debug_never_shows_secret_values() {
-        let c = credentials_from_secret(&secret("kubernetes.io/basic-auth", &[("username", "u"), ("password", "hunter2-unique")])).unwrap();
+        let c = credentials_from_secret(&secret(
+            "kubernetes.io/basic-auth",
+            &[("username", "u"), ("password", "hunter2-unique")],
+        ))
+        .unwrap();
         assert!(!format!("{c:?}").contains("hunter2-unique"));
     }
 }

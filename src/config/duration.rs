@@ -95,7 +95,14 @@ mod tests {
 
     #[test]
     fn parses_go_forms() {
-        for (s, secs) in [("30s", 30.0), ("1m", 60.0), ("1.5h", 5400.0), ("5.5m", 330.0), ("1h30m", 5400.0), ("500ms", 0.5)] {
+        for (s, secs) in [
+            ("30s", 30.0),
+            ("1m", 60.0),
+            ("1.5h", 5400.0),
+            ("5.5m", 330.0),
+            ("1h30m", 5400.0),
+            ("500ms", 0.5),
+        ] {
             assert_eq!(parse_go_duration(s).unwrap().as_secs_f64(), secs, "{s}");
         }
         for bad in ["", "10", "abc", "5x", "-1s", "1..5s"] {

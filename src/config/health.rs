@@ -53,7 +53,10 @@ mod tests {
     fn table_of_product_section_5() {
         let d = Duration::from_secs(600);
         assert_eq!(health_schedule(None, d), Ok(HealthSchedule::Every(d)));
-        assert_eq!(health_schedule(Some(&hc(true, None)), d), Ok(HealthSchedule::Every(d)));
+        assert_eq!(
+            health_schedule(Some(&hc(true, None)), d),
+            Ok(HealthSchedule::Every(d))
+        );
         assert_eq!(
             health_schedule(Some(&hc(true, Some("30s"))), d),
             Ok(HealthSchedule::Every(Duration::from_secs(30)))
@@ -62,7 +65,10 @@ mod tests {
             health_schedule(Some(&hc(true, Some("2m"))), d),
             Ok(HealthSchedule::Every(Duration::from_secs(120)))
         );
-        assert_eq!(health_schedule(Some(&hc(false, Some("2m"))), d), Ok(HealthSchedule::Disabled));
+        assert_eq!(
+            health_schedule(Some(&hc(false, Some("2m"))), d),
+            Ok(HealthSchedule::Disabled)
+        );
         assert_eq!(
             health_schedule(Some(&hc(true, Some("29s"))), d)
                 .unwrap_err()

@@ -12,7 +12,9 @@ mod namespace;
 mod sign;
 
 pub use ca_bundle::select_ca_bundle;
-pub use connection::{normalize_api_path, normalize_hostname, resolve_connection, ConnectionConfig};
+pub use connection::{
+    normalize_api_path, normalize_hostname, resolve_connection, ConnectionConfig,
+};
 pub use credentials::{credentials_from_secret, Credentials};
 pub use duration::{format_go_duration, parse_go_duration};
 pub use health::{health_schedule, HealthSchedule, MIN_HEALTH_INTERVAL};
@@ -27,7 +29,9 @@ pub enum ConfigError {
     #[error("invalid config: {0} is required")]
     Required(&'static str),
     /// The credential Secret could not be read.
-    #[error("failed to get Secret containing Issuer credentials, secret name: {name}, reason: {reason}")]
+    #[error(
+        "failed to get Secret containing Issuer credentials, secret name: {name}, reason: {reason}"
+    )]
     CredentialSecretMissing {
         /// Secret name from commandSecretName.
         name: String,

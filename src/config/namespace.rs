@@ -22,9 +22,21 @@ mod tests {
 
     #[test]
     fn table_of_product_section_6() {
-        assert_eq!(secret_namespace(IssuerKind::Issuer, Some("team"), "ctl", false), "ctl");
-        assert_eq!(secret_namespace(IssuerKind::Issuer, Some("team"), "ctl", true), "team");
-        assert_eq!(secret_namespace(IssuerKind::ClusterIssuer, None, "ctl", false), "ctl");
-        assert_eq!(secret_namespace(IssuerKind::ClusterIssuer, None, "ctl", true), "ctl");
+        assert_eq!(
+            secret_namespace(IssuerKind::Issuer, Some("team"), "ctl", false),
+            "ctl"
+        );
+        assert_eq!(
+            secret_namespace(IssuerKind::Issuer, Some("team"), "ctl", true),
+            "team"
+        );
+        assert_eq!(
+            secret_namespace(IssuerKind::ClusterIssuer, None, "ctl", false),
+            "ctl"
+        );
+        assert_eq!(
+            secret_namespace(IssuerKind::ClusterIssuer, None, "ctl", true),
+            "ctl"
+        );
     }
 }

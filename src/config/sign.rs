@@ -64,10 +64,22 @@ fn parse_int(field: &'static str, value: &str) -> Result<Option<i32>, ConfigErro
             Ok(v) => return Ok(non_zero(Some(v))),
             Err(_) => "value out of range",
         },
-        Err(_) if value.trim_start_matches(['-', '+']).chars().all(|c| c.is_ascii_digit()) && !value.trim_start_matches(['-', '+']).is_empty() => "value out of range",
+        Err(_)
+            if value
+                .trim_start_matches(['-', '+'])
+                .chars()
+                .all(|c| c.is_ascii_digit())
+                && !value.trim_start_matches(['-', '+']).is_empty() =>
+        {
+            "value out of range"
+        }
         Err(_) => "invalid syntax",
     };
-    Err(ConfigError::AnnotationInteger { field, value: value.to_string(), reason })
+    Err(ConfigError::AnnotationInteger {
+        field,
+        value: value.to_string(),
+        reason,
+    })
 }
 
 /// Applies the override annotations to the spec (a present key wins even when empty), collects
@@ -76,7 +88,11 @@ pub fn sign_config(
     spec: &IssuerSpec,
     annotations: &BTreeMap<String, String>,
 ) -> Result<SignConfig, ConfigError> {
-    let ann = |k: &str| annotations.get(&format!("{ANNOTATION_PREFIX}{k}")).map(String::as_str);
+    let ann = |k: &str| {
+        annotations
+            .get(&format!("{ANNOTATION_PREFIX}{k}"))
+            .map(String::as_str)
+    };
     let pick = |k: &str, spec_value: Option<&str>| match ann(k) {
         Some(v) => non_empty(Some(v)),
         None => non_empty(spec_value),
@@ -87,12 +103,18 @@ pub fn sign_config(
             "certificateAuthorityLogicalName",
             spec.certificate_authority_logical_name.as_deref(),
         ),
-        ca_hostname: pick("certificateAuthorityHostname", spec.certificate_authority_hostname.as_deref()),
+        ca_hostname: pick(
+            "certificateAuthorityHostname",
+            spec.certificate_authority_hostname.as_deref(),
+        ),
         pattern_id: match ann("enrollmentPatternId") {
             Some(v) => parse_int("enrollmentPatternId", v)?,
             None => non_zero(spec.enrollment_pattern_id),
         },
-        pattern_name: pick("enrollmentPatternName", spec.enrollment_pattern_name.as_deref()),
+        pattern_name: pick(
+            "enrollmentPatternName",
+            spec.enrollment_pattern_name.as_deref(),
+        ),
         owner_role_id: match ann("ownerRoleId") {
             Some(v) => parse_int("ownerRoleId", v)?,
             None => non_zero(spec.owner_role_id),
@@ -131,7 +153,9 @@ mod tests {
     use super::*;
 
     fn ann(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn spec() -> IssuerSpec {
@@ -144,23 +168,46 @@ mod tests {
 
     #[test]
     fn annotation_beats_spec_even_when_empty() {
-        let c = sign_config(&spec(), &ann(&[("command-issuer.keyfactor.com/certificateTemplate", "Other")])).unwrap();
+        let c = sign_config(
+            &spec(),
+            &ann(&[("command-issuer.keyfactor.com/certificateTemplate", "Other")]),
+        )
+        .unwrap();
         assert_eq!(c.template.as_deref(), Some("Other"));
-        let err = sign_config(&spec(), &ann(&[("command-issuer.keyfactor.com/certificateTemplate", "")])).unwrap_err();
+        let err = sign_config(
+            &spec(),
+            &ann(&[("command-issuer.keyfactor.com/certificateTemplate", "")]),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "invalid signer config: either certificateTemplate, enrollmentPatternName, or enrollmentPatternId must be specified");
     }
 
     #[test]
     fn bad_integer_message_matches_go() {
-        let err = sign_config(&spec(), &ann(&[("command-issuer.keyfactor.com/enrollmentPatternId", "foobar!")])).unwrap_err();
+        let err = sign_config(
+            &spec(),
+            &ann(&[(
+                "command-issuer.keyfactor.com/enrollmentPatternId",
+                "foobar!",
+            )]),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "invalid signer config: failed to parse enrollmentPatternId from annotations: strconv.ParseInt: parsing \"foobar!\": invalid syntax");
-        let err = sign_config(&spec(), &ann(&[("command-issuer.keyfactor.com/ownerRoleId", "99999999999")])).unwrap_err();
+        let err = sign_config(
+            &spec(),
+            &ann(&[("command-issuer.keyfactor.com/ownerRoleId", "99999999999")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().ends_with("value out of range"), "{err}");
     }
 
     #[test]
     fn annotations_complete_a_sparse_spec() {
-        let c = sign_config(&IssuerSpec::default(), &ann(&[("command-issuer.keyfactor.com/enrollmentPatternId", "1234")])).unwrap();
+        let c = sign_config(
+            &IssuerSpec::default(),
+            &ann(&[("command-issuer.keyfactor.com/enrollmentPatternId", "1234")]),
+        )
+        .unwrap();
         assert_eq!(c.pattern_id, Some(1234));
         assert_eq!(c.certificate_authority(), "");
     }
@@ -173,9 +220,16 @@ mod tests {
         s.owner_role_id = Some(2);
         s.owner_role_name = Some("R".into());
         s.certificate_authority_hostname = Some("ca01".into());
-        let c = sign_config(&s, &ann(&[("metadata.command-issuer.keyfactor.com/Team", "t")])).unwrap();
+        let c = sign_config(
+            &s,
+            &ann(&[("metadata.command-issuer.keyfactor.com/Team", "t")]),
+        )
+        .unwrap();
         assert_eq!((c.pattern_id, c.pattern_name.clone()), (Some(5), None));
-        assert_eq!((c.owner_role_id, c.owner_role_name.clone()), (Some(2), None));
+        assert_eq!(
+            (c.owner_role_id, c.owner_role_name.clone()),
+            (Some(2), None)
+        );
         assert_eq!(c.certificate_authority(), "ca01\\Sub-CA");
         assert_eq!(c.custom_metadata.get("Team").map(String::as_str), Some("t"));
         s.enrollment_pattern_id = Some(0);

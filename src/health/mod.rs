@@ -17,6 +17,8 @@ pub enum CheckResult {
     BadInterval(ConfigError),
     /// Secret, CA bundle or config resolution failed.
     Config(ConfigError),
+    /// No Authorization header could be produced (token endpoint, ambient provider).
+    Auth(String),
     /// The first authenticated call of a new connection failed (upstream: client build).
     FirstContact(CommandError),
     /// GET /Status/Endpoints failed on an established connection.
@@ -43,7 +45,9 @@ pub fn health_cause(e: &CommandError) -> String {
 
 /// True when every predefined field is present (exact, case-sensitive names).
 pub fn supports_metadata(fields: &[MetadataField]) -> bool {
-    PREDEFINED_METADATA_FIELDS.iter().all(|want| fields.iter().any(|f| f.name == *want))
+    PREDEFINED_METADATA_FIELDS
+        .iter()
+        .all(|want| fields.iter().any(|f| f.name == *want))
 }
 
 impl CheckResult {
@@ -51,6 +55,9 @@ impl CheckResult {
     pub fn ready_message(&self) -> String {
         match self {
             Self::BadInterval(e) | Self::Config(e) => e.to_string(),
+            Self::Auth(e) => format!(
+                "failed to build the healthchecker: failed to create health checker: failed to create new Command API client: {e}"
+            ),
             Self::FirstContact(e) => format!(
                 "failed to build the healthchecker: failed to create health checker: failed to create new Command API client: {}",
                 health_cause(e)
@@ -82,9 +89,20 @@ pub fn issuer_conditions(
     let message = result.ready_message();
     let changed = match result {
         CheckResult::Healthy { supports_metadata } => {
-            let changed = set_condition(&mut c, READY, ConditionStatus::True, "Success", &message, now.clone());
+            let changed = set_condition(
+                &mut c,
+                READY,
+                ConditionStatus::True,
+                "Success",
+                &message,
+                now.clone(),
+            );
             let (status, reason, msg) = if *supports_metadata {
-                (ConditionStatus::True, "Metadata fields are defined", "Connected Command platform has the Command Issuer metadata fields defined.")
+                (
+                    ConditionStatus::True,
+                    "Metadata fields are defined",
+                    "Connected Command platform has the Command Issuer metadata fields defined.",
+                )
             } else {
                 (ConditionStatus::False, "Metadata fields are not defined", "Connected Command platform doesn't have the Command Issuer metadata fields defined.")
             };
@@ -92,11 +110,32 @@ pub fn issuer_conditions(
             changed
         }
         CheckResult::BadInterval(_) => {
-            let changed = set_condition(&mut c, READY, ConditionStatus::False, ERROR_REASON, &message, now.clone());
-            set_condition(&mut c, SUPPORTS_METADATA, ConditionStatus::Unknown, "", "", now);
+            let changed = set_condition(
+                &mut c,
+                READY,
+                ConditionStatus::False,
+                ERROR_REASON,
+                &message,
+                now.clone(),
+            );
+            set_condition(
+                &mut c,
+                SUPPORTS_METADATA,
+                ConditionStatus::Unknown,
+                "",
+                "",
+                now,
+            );
             changed
         }
-        _ => set_condition(&mut c, READY, ConditionStatus::False, ERROR_REASON, &message, now),
+        _ => set_condition(
+            &mut c,
+            READY,
+            ConditionStatus::False,
+            ERROR_REASON,
+            &message,
+            now,
+        ),
     };
     (c, changed || status_of(previous, READY).is_none())
 }
@@ -111,31 +150,57 @@ mod tests {
 
     #[test]
     fn first_contact_401_message_matches_readme() {
-        let r = CheckResult::FirstContact(CommandError::Status { status: 401, reason: "Unauthorized".into(), body: String::new() });
+        let r = CheckResult::FirstContact(CommandError::Status {
+            status: 401,
+            reason: "Unauthorized".into(),
+            body: String::new(),
+        });
         assert_eq!(r.ready_message(), "failed to build the healthchecker: failed to create health checker: failed to create new Command API client: failed to authenticate, received status code 401 from Keyfactor Command: ");
     }
 
     #[test]
     fn metadata_403_message() {
-        let r = CheckResult::Metadata(CommandError::Status { status: 403, reason: "Forbidden".into(), body: "{}".into() });
+        let r = CheckResult::Metadata(CommandError::Status {
+            status: 403,
+            reason: "Forbidden".into(),
+            body: "{}".into(),
+        });
         assert_eq!(r.ready_message(), "healthcheck failed: failed to fetch metadata fields from connected Command instance: 403 Forbidden");
     }
 
     #[test]
     fn conditions_for_healthy_and_bad_interval() {
-        let (c, changed) = issuer_conditions(&[], &CheckResult::Healthy { supports_metadata: true }, now());
+        let (c, changed) = issuer_conditions(
+            &[],
+            &CheckResult::Healthy {
+                supports_metadata: true,
+            },
+            now(),
+        );
         assert!(changed);
         assert_eq!(c[0].reason.as_deref(), Some("Success"));
         assert_eq!(c[1].reason.as_deref(), Some("Metadata fields are defined"));
-        let (c2, changed) = issuer_conditions(&c, &CheckResult::BadInterval(ConfigError::IntervalTooShort("29s".into())), now());
+        let (c2, changed) = issuer_conditions(
+            &c,
+            &CheckResult::BadInterval(ConfigError::IntervalTooShort("29s".into())),
+            now(),
+        );
         assert!(changed);
-        assert_eq!(status_of(&c2, SUPPORTS_METADATA), Some(ConditionStatus::Unknown));
+        assert_eq!(
+            status_of(&c2, SUPPORTS_METADATA),
+            Some(ConditionStatus::Unknown)
+        );
         assert_eq!(c2[0].reason.as_deref(), Some(ERROR_REASON));
     }
 
     #[test]
     fn seven_names_case_sensitive() {
-        let mut f: Vec<MetadataField> = PREDEFINED_METADATA_FIELDS.iter().map(|n| MetadataField { name: n.to_string() }).collect();
+        let mut f: Vec<MetadataField> = PREDEFINED_METADATA_FIELDS
+            .iter()
+            .map(|n| MetadataField {
+                name: n.to_string(),
+            })
+            .collect();
         assert!(supports_metadata(&f));
         f[0].name = f[0].name.to_lowercase();
         assert!(!supports_metadata(&f));

@@ -46,25 +46,25 @@ pub fn split_chain(pems: &[String]) -> Result<IssuedChain, PkiError> {
         }
         X509Certificate::from_der(&block.contents).map_err(|_| PkiError::CertificatePem)?;
         if !certs.iter().any(|c| c.der == block.contents) {
-            certs.push(Parsed { der: block.contents });
+            certs.push(Parsed {
+                der: block.contents,
+            });
         }
     }
     if certs.is_empty() {
         return Err(PkiError::Empty);
     }
-    let parsed: Vec<X509Certificate<'_>> = certs.iter().map(Parsed::cert).collect::<Result<_, _>>()?;
+    let parsed: Vec<X509Certificate<'_>> =
+        certs.iter().map(Parsed::cert).collect::<Result<_, _>>()?;
     // The leaf is the one certificate that issued no other certificate in the set.
     let leaves: Vec<usize> = (0..parsed.len())
-        .filter(|&i| {
-            !(0..parsed.len()).any(|j| j != i && issued_by(&parsed[j], &parsed[i]))
-        })
+        .filter(|&i| !(0..parsed.len()).any(|j| j != i && issued_by(&parsed[j], &parsed[i])))
         .collect();
     let [leaf] = leaves[..] else {
         return Err(PkiError::BrokenChain);
     };
     let mut order = vec![leaf];
-    loop {
-        let Some(&cur) = order.last() else { break };
+    while let Some(&cur) = order.last() {
         if self_signed(&parsed[cur]) {
             break;
         }
@@ -94,7 +94,10 @@ pub fn split_chain(pems: &[String]) -> Result<IssuedChain, PkiError> {
     } else {
         to_pem("CERTIFICATE", &certs[top].der)
     };
-    Ok(IssuedChain { certificate_pem, ca_pem })
+    Ok(IssuedChain {
+        certificate_pem,
+        ca_pem,
+    })
 }
 
 #[cfg(test)]
@@ -126,9 +129,14 @@ mod tests {
         let sub_issuer = Issuer::new(sub_params, sub_key);
         let leaf_key = KeyPair::generate().unwrap();
         let mut lp = CertificateParams::new(vec!["leaf.example.com".into()]).unwrap();
-        lp.distinguished_name.push(DnType::CommonName, "leaf.example.com");
+        lp.distinguished_name
+            .push(DnType::CommonName, "leaf.example.com");
         let leaf = lp.signed_by(&leaf_key, &sub_issuer).unwrap();
-        Pki { root: root.pem(), sub: sub.pem(), leaf: leaf.pem() }
+        Pki {
+            root: root.pem(),
+            sub: sub.pem(),
+            leaf: leaf.pem(),
+        }
     }
 
     fn norm(p: &str) -> String {
@@ -144,7 +152,10 @@ mod tests {
             vec![p.root.clone(), p.leaf.clone(), p.sub.clone(), p.sub.clone()],
         ] {
             let c = split_chain(&input).unwrap();
-            assert_eq!(c.certificate_pem, format!("{}{}", norm(&p.leaf), norm(&p.sub)));
+            assert_eq!(
+                c.certificate_pem,
+                format!("{}{}", norm(&p.leaf), norm(&p.sub))
+            );
             assert_eq!(c.ca_pem, norm(&p.root));
         }
     }
@@ -153,7 +164,10 @@ mod tests {
     fn without_root_topmost_is_ca_and_lone_leaf_has_none() {
         let p = pki();
         let c = split_chain(&[p.leaf.clone(), p.sub.clone()]).unwrap();
-        assert_eq!(c.certificate_pem, format!("{}{}", norm(&p.leaf), norm(&p.sub)));
+        assert_eq!(
+            c.certificate_pem,
+            format!("{}{}", norm(&p.leaf), norm(&p.sub))
+        );
         assert_eq!(c.ca_pem, norm(&p.sub));
         let c = split_chain(std::slice::from_ref(&p.leaf)).unwrap();
         assert_eq!(c.ca_pem, "");
@@ -162,7 +176,10 @@ mod tests {
     #[test]
     fn broken_chain_and_bad_pem() {
         let p = pki();
-        assert_eq!(split_chain(&[p.leaf.clone(), p.root.clone()]), Err(PkiError::BrokenChain));
+        assert_eq!(
+            split_chain(&[p.leaf.clone(), p.root.clone()]),
+            Err(PkiError::BrokenChain)
+        );
         assert_eq!(split_chain(&["junk".into()]), Err(PkiError::CertificatePem));
         assert_eq!(split_chain(&[]), Err(PkiError::Empty));
     }

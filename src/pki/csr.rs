@@ -72,7 +72,9 @@ mod tests {
     fn csr_pem() -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec!["a.example.com".into()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "a.example.com");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "a.example.com");
         params.serialize_request(&key).unwrap().pem().unwrap()
     }
 
@@ -86,7 +88,10 @@ mod tests {
     #[test]
     fn wrong_pem_type_is_refused_with_upstream_text() {
         let pem = csr_pem().replace("CERTIFICATE REQUEST", "CERTIFICATE");
-        assert_eq!(parse_csr(pem.as_bytes()).unwrap_err().to_string(), "csr is invalid: PEM block type must be CERTIFICATE REQUEST");
+        assert_eq!(
+            parse_csr(pem.as_bytes()).unwrap_err().to_string(),
+            "csr is invalid: PEM block type must be CERTIFICATE REQUEST"
+        );
         assert_eq!(parse_csr(b"not pem").unwrap_err(), PkiError::CsrPemType);
     }
 
@@ -98,6 +103,9 @@ mod tests {
         let n = der.len();
         der[n - 5] ^= 0xff;
         let bad = super::super::to_pem("CERTIFICATE REQUEST", &der);
-        assert!(matches!(parse_csr(bad.as_bytes()), Err(PkiError::CsrInvalid(_))));
+        assert!(matches!(
+            parse_csr(bad.as_bytes()),
+            Err(PkiError::CsrInvalid(_))
+        ));
     }
 }

@@ -36,7 +36,10 @@ pub fn predefined_metadata(ctx: &MetadataContext<'_>) -> BTreeMap<String, String
         ("Issuer-Name", ctx.issuer_name),
         ("Issuer-Namespace", issuer_ns),
         ("Controller-Reconcile-Id", ctx.op_id),
-        ("Certificate-Signing-Request-Namespace", ctx.request_namespace),
+        (
+            "Certificate-Signing-Request-Namespace",
+            ctx.request_namespace,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -60,7 +63,11 @@ pub fn enrollment_body(
         include_chain: true,
         metadata,
         owner_role_id: sign.owner_role_id,
-        owner_role_name: if sign.owner_role_id.is_some() { None } else { sign.owner_role_name.clone() },
+        owner_role_name: if sign.owner_role_id.is_some() {
+            None
+        } else {
+            sign.owner_role_name.clone()
+        },
         sans: BTreeMap::new(),
         template: sign.template.clone(),
         timestamp,
@@ -68,7 +75,11 @@ pub fn enrollment_body(
 }
 
 /// `command enrollment failure: <hints>: <status>` (product.md §10.6).
-pub fn enrollment_failure(sign: &SignConfig, pattern_id: Option<i32>, err: &CommandError) -> String {
+pub fn enrollment_failure(
+    sign: &SignConfig,
+    pattern_id: Option<i32>,
+    err: &CommandError,
+) -> String {
     let ca = sign.ca_logical_name.as_deref();
     let t = sign.template.as_deref().unwrap_or("");
     let mut hints: Vec<String> = Vec::new();
@@ -79,7 +90,9 @@ pub fn enrollment_failure(sign: &SignConfig, pattern_id: Option<i32>, err: &Comm
         (None, ca, _) => hints.push(format!("Verify that certificate template '{t}' exists in Command and belongs to certificate authority '{}'. If applicable, verify the Enrollment Pattern configuration in Keyfactor Command, and ensure CSR Enrollment is enabled.", ca.unwrap_or(""))),
     }
     if sign.owner_role_id.is_some() || sign.owner_role_name.is_some() {
-        hints.push("Verify the issuer's security role is assigned to the configured owner role.".into());
+        hints.push(
+            "Verify the issuer's security role is assigned to the configured owner role.".into(),
+        );
     }
     if !sign.custom_metadata.is_empty() {
         hints.push("Verify that the metadata fields provided exist in Command.".into());
@@ -106,7 +119,11 @@ mod tests {
 
     #[test]
     fn template_hint_matches_product_example() {
-        let err = CommandError::Status { status: 400, reason: "Bad Request".into(), body: r#"{"ErrorCode":"0x1","Message":"m"}"#.into() };
+        let err = CommandError::Status {
+            status: 400,
+            reason: "Bad Request".into(),
+            body: r#"{"ErrorCode":"0x1","Message":"m"}"#.into(),
+        };
         assert_eq!(
             enrollment_failure(&sign(), None, &err),
             r#"command enrollment failure: Verify that certificate template 'Web' exists in Command and belongs to certificate authority 'Sub-CA'. If applicable, verify the Enrollment Pattern configuration in Keyfactor Command, and ensure CSR Enrollment is enabled. Error response from Command: {"ErrorCode":"0x1","Message":"m"}: 400 Bad Request"#
@@ -120,7 +137,11 @@ mod tests {
         s.ca_logical_name = None;
         s.owner_role_name = Some("R".into());
         s.custom_metadata.insert("Team".into(), "t".into());
-        let err = CommandError::Status { status: 400, reason: "Bad Request".into(), body: String::new() };
+        let err = CommandError::Status {
+            status: 400,
+            reason: "Bad Request".into(),
+            body: String::new(),
+        };
         assert_eq!(
             enrollment_failure(&s, Some(7), &err),
             "command enrollment failure: Ensure that enrollment pattern ID 7 has CSR Enrollment enabled and the security role is configured to use this enrollment pattern. Verify the issuer's security role is assigned to the configured owner role. Verify that the metadata fields provided exist in Command.: 400 Bad Request"
@@ -129,13 +150,20 @@ mod tests {
 
     #[test]
     fn metadata_decisions_and_custom_override() {
-        let ctx = MetadataContext { controller_namespace: "sys", kind: IssuerKind::ClusterIssuer, issuer_name: "ci", request_namespace: "team", op_id: "op-1" };
+        let ctx = MetadataContext {
+            controller_namespace: "sys",
+            kind: IssuerKind::ClusterIssuer,
+            issuer_name: "ci",
+            request_namespace: "team",
+            op_id: "op-1",
+        };
         let m = predefined_metadata(&ctx);
         assert_eq!(m["Controller-Kind"], "ClusterIssuer");
         assert_eq!(m["Issuer-Namespace"], "");
         assert_eq!(m["Controller-Reconcile-Id"], "op-1");
         let mut s = sign();
-        s.custom_metadata.insert("Issuer-Name".into(), "custom".into());
+        s.custom_metadata
+            .insert("Issuer-Name".into(), "custom".into());
         let body = enrollment_body("csr".into(), &s, None, Some(m), "t".into());
         assert_eq!(body.metadata["Issuer-Name"], "custom");
         assert_eq!(body.certificate_authority, "Sub-CA");

@@ -25,8 +25,15 @@ pub enum Gate {
     },
 }
 
-fn condition<'a>(cr: &'a CertificateRequest, type_: &str) -> Option<&'a crate::api::CertificateRequestCondition> {
-    cr.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+fn condition<'a>(
+    cr: &'a CertificateRequest,
+    type_: &str,
+) -> Option<&'a crate::api::CertificateRequestCondition> {
+    cr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// True when an `Approved=True` condition is present.
@@ -53,7 +60,10 @@ pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
         return Gate::AwaitingApproval;
     }
     match IssuerKind::parse(r.kind.as_deref()) {
-        Some(kind) => Gate::Sign { kind, name: r.name.clone() },
+        Some(kind) => Gate::Sign {
+            kind,
+            name: r.name.clone(),
+        },
         None => Gate::InvalidKind(format!(
             "error interpreting issuerRef: kind {:?} is neither Issuer nor ClusterIssuer",
             r.kind.as_deref().unwrap_or("")
@@ -64,13 +74,19 @@ pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CertificateRequestCondition, CertificateRequestSpec, CertificateRequestStatus, IssuerRef};
+    use crate::api::{
+        CertificateRequestCondition, CertificateRequestSpec, CertificateRequestStatus, IssuerRef,
+    };
 
     fn cr(group: &str, kind: Option<&str>, conds: &[(&str, &str, &str)]) -> CertificateRequest {
         let mut c = CertificateRequest::new(
             "r",
             CertificateRequestSpec {
-                issuer_ref: IssuerRef { name: "i".into(), kind: kind.map(str::to_string), group: Some(group.into()) },
+                issuer_ref: IssuerRef {
+                    name: "i".into(),
+                    kind: kind.map(str::to_string),
+                    group: Some(group.into()),
+                },
                 ..Default::default()
             },
         );
@@ -92,23 +108,73 @@ mod tests {
 
     #[test]
     fn table_of_product_section_8() {
-        assert_eq!(gate(&cr("cert-manager.io", Some("Issuer"), &[("Approved", "True", "")]), true), Gate::NotOurs);
-        assert_eq!(gate(&cr(GROUP, Some("Issuer"), &[("Ready", "True", "Issued")]), true), Gate::Final);
-        assert_eq!(gate(&cr(GROUP, Some("Issuer"), &[("Ready", "False", "Failed")]), true), Gate::Final);
-        assert_eq!(gate(&cr(GROUP, Some("Issuer"), &[("Denied", "True", "x")]), true), Gate::Denied);
-        assert_eq!(gate(&cr(GROUP, Some("Issuer"), &[]), true), Gate::AwaitingApproval);
+        assert_eq!(
+            gate(
+                &cr(
+                    "cert-manager.io",
+                    Some("Issuer"),
+                    &[("Approved", "True", "")]
+                ),
+                true
+            ),
+            Gate::NotOurs
+        );
+        assert_eq!(
+            gate(
+                &cr(GROUP, Some("Issuer"), &[("Ready", "True", "Issued")]),
+                true
+            ),
+            Gate::Final
+        );
+        assert_eq!(
+            gate(
+                &cr(GROUP, Some("Issuer"), &[("Ready", "False", "Failed")]),
+                true
+            ),
+            Gate::Final
+        );
+        assert_eq!(
+            gate(&cr(GROUP, Some("Issuer"), &[("Denied", "True", "x")]), true),
+            Gate::Denied
+        );
+        assert_eq!(
+            gate(&cr(GROUP, Some("Issuer"), &[]), true),
+            Gate::AwaitingApproval
+        );
         assert_eq!(
             gate(&cr(GROUP, Some("Issuer"), &[]), false),
-            Gate::Sign { kind: IssuerKind::Issuer, name: "i".into() }
+            Gate::Sign {
+                kind: IssuerKind::Issuer,
+                name: "i".into()
+            }
         );
         assert_eq!(
-            gate(&cr(GROUP, None, &[("Approved", "True", ""), ("Ready", "False", "Pending")]), true),
-            Gate::Sign { kind: IssuerKind::Issuer, name: "i".into() }
+            gate(
+                &cr(
+                    GROUP,
+                    None,
+                    &[("Approved", "True", ""), ("Ready", "False", "Pending")]
+                ),
+                true
+            ),
+            Gate::Sign {
+                kind: IssuerKind::Issuer,
+                name: "i".into()
+            }
         );
         assert_eq!(
-            gate(&cr(GROUP, Some("ClusterIssuer"), &[("Approved", "True", "")]), true),
-            Gate::Sign { kind: IssuerKind::ClusterIssuer, name: "i".into() }
+            gate(
+                &cr(GROUP, Some("ClusterIssuer"), &[("Approved", "True", "")]),
+                true
+            ),
+            Gate::Sign {
+                kind: IssuerKind::ClusterIssuer,
+                name: "i".into()
+            }
         );
-        assert!(matches!(gate(&cr(GROUP, Some("Foo"), &[("Approved", "True", "")]), true), Gate::InvalidKind(_)));
+        assert!(matches!(
+            gate(&cr(GROUP, Some("Foo"), &[("Approved", "True", "")]), true),
+            Gate::InvalidKind(_)
+        ));
     }
 }

@@ -78,18 +78,27 @@ impl CrOutcome {
 /// Maps Command's disposition: ISSUED (or certificates present) → Issued; PENDING / external
 /// validation → Pending held in Command; FAILED / DENIED → Failed; no certificates → Pending.
 pub fn outcome_from_response(info: &CertificateInformation) -> CrOutcome {
-    let disposition = info.request_disposition.as_deref().unwrap_or("").to_ascii_uppercase();
+    let disposition = info
+        .request_disposition
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_uppercase();
     let msg = info.disposition_message.as_deref().unwrap_or("").trim();
     let id = info.keyfactor_request_id;
     match disposition.as_str() {
         "FAILED" | "DENIED" => {
             return CrOutcome::Failed {
-                message: format!("Command {} the request (request id {id}): {msg}", disposition.to_lowercase()),
+                message: format!(
+                    "Command {} the request (request id {id}): {msg}",
+                    disposition.to_lowercase()
+                ),
             }
         }
         "PENDING" | "EXTERNAL VALIDATION" | "EXTERNAL_VALIDATION" => {
             return CrOutcome::Pending {
-                message: format!("Command holds the request (disposition {disposition}, request id {id}): {msg}"),
+                message: format!(
+                    "Command holds the request (disposition {disposition}, request id {id}): {msg}"
+                ),
                 retry: Retry::Hold,
             }
         }
@@ -103,8 +112,15 @@ pub fn outcome_from_response(info: &CertificateInformation) -> CrOutcome {
         };
     }
     match split_chain(&certs) {
-        Ok(chain) => CrOutcome::Issued { certificate_pem: chain.certificate_pem, ca_pem: chain.ca_pem, request_id: id },
-        Err(e) => CrOutcome::Pending { message: format!("failed to sign: {e}"), retry: Retry::Backoff },
+        Ok(chain) => CrOutcome::Issued {
+            certificate_pem: chain.certificate_pem,
+            ca_pem: chain.ca_pem,
+            request_id: id,
+        },
+        Err(e) => CrOutcome::Pending {
+            message: format!("failed to sign: {e}"),
+            retry: Retry::Backoff,
+        },
     }
 }
 
@@ -118,7 +134,11 @@ pub fn status_apply(
     failure_time_set: bool,
     now: &str,
 ) -> Value {
-    let status_str = if matches!(outcome, CrOutcome::Issued { .. }) { "True" } else { "False" };
+    let status_str = if matches!(outcome, CrOutcome::Issued { .. }) {
+        "True"
+    } else {
+        "False"
+    };
     let transition = previous_ready
         .filter(|c| c.status == status_str)
         .and_then(|c| c.last_transition_time.as_ref())
@@ -135,7 +155,11 @@ pub fn status_apply(
     });
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     match outcome {
-        CrOutcome::Issued { certificate_pem, ca_pem, .. } => {
+        CrOutcome::Issued {
+            certificate_pem,
+            ca_pem,
+            ..
+        } => {
             status["certificate"] = json!(b64(certificate_pem));
             if !ca_pem.is_empty() {
                 status["ca"] = json!(b64(ca_pem));
@@ -160,28 +184,68 @@ mod tests {
 
     #[test]
     fn dispositions() {
-        let mut info = CertificateInformation { request_disposition: Some("PENDING".into()), keyfactor_request_id: 9, ..Default::default() };
-        assert!(matches!(outcome_from_response(&info), CrOutcome::Pending { retry: Retry::Hold, .. }));
+        let mut info = CertificateInformation {
+            request_disposition: Some("PENDING".into()),
+            keyfactor_request_id: 9,
+            ..Default::default()
+        };
+        assert!(matches!(
+            outcome_from_response(&info),
+            CrOutcome::Pending {
+                retry: Retry::Hold,
+                ..
+            }
+        ));
         info.request_disposition = Some("DENIED".into());
-        assert!(matches!(outcome_from_response(&info), CrOutcome::Failed { .. }));
+        assert!(matches!(
+            outcome_from_response(&info),
+            CrOutcome::Failed { .. }
+        ));
         info.request_disposition = Some("ISSUED".into());
-        assert!(matches!(outcome_from_response(&info), CrOutcome::Pending { .. }), "empty Certificates must not panic or issue");
+        assert!(
+            matches!(outcome_from_response(&info), CrOutcome::Pending { .. }),
+            "empty Certificates must not panic or issue"
+        );
         info.certificates = Some(vec!["junk".into()]);
-        assert_eq!(outcome_from_response(&info), CrOutcome::Pending { message: "failed to sign: failed to parse certificate PEM".into(), retry: Retry::Backoff });
+        assert_eq!(
+            outcome_from_response(&info),
+            CrOutcome::Pending {
+                message: "failed to sign: failed to parse certificate PEM".into(),
+                retry: Retry::Backoff
+            }
+        );
     }
 
     #[test]
     fn apply_body_for_issued_and_denied() {
-        let issued = CrOutcome::Issued { certificate_pem: "LEAF".into(), ca_pem: "ROOT".into(), request_id: 1 };
+        let issued = CrOutcome::Issued {
+            certificate_pem: "LEAF".into(),
+            ca_pem: "ROOT".into(),
+            request_id: 1,
+        };
         let v = status_apply("r", "ns", &issued, None, false, "2026-01-01T00:00:00Z");
         assert_eq!(v["status"]["conditions"][0]["reason"], "Issued");
         assert_eq!(v["status"]["conditions"][0]["message"], "Signed");
         assert_eq!(v["status"]["certificate"], "TEVBRg==");
         assert!(v["status"].get("failureTime").is_none());
-        let v = status_apply("r", "ns", &CrOutcome::Denied, None, false, "2026-01-01T00:00:00Z");
+        let v = status_apply(
+            "r",
+            "ns",
+            &CrOutcome::Denied,
+            None,
+            false,
+            "2026-01-01T00:00:00Z",
+        );
         assert_eq!(v["status"]["failureTime"], "2026-01-01T00:00:00Z");
         assert_eq!(v["status"]["conditions"][0]["message"], DENIED_MESSAGE);
-        let v = status_apply("r", "ns", &CrOutcome::Denied, None, true, "2026-01-01T00:00:00Z");
+        let v = status_apply(
+            "r",
+            "ns",
+            &CrOutcome::Denied,
+            None,
+            true,
+            "2026-01-01T00:00:00Z",
+        );
         assert!(v["status"].get("failureTime").is_none());
     }
 }

@@ -1,0 +1,526 @@
+//! Enroller: takes approved requests, asks the registry and auth actor for the issuer, calls
+//! `POST /Enrollment/CSR`, hands the outcome to the status writer, and schedules retries.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, SpawnHandle, WrapFuture};
+use command_issuer::api::{CertificateRequest, IssuerKind};
+use command_issuer::command::{build_http_client, CommandClient, CommandError};
+use command_issuer::config::{sign_config, ConnectionConfig, SignConfig};
+use command_issuer::pki::parse_csr;
+use command_issuer::request::{
+    enrollment_body, enrollment_failure, gate, outcome_from_response, predefined_metadata,
+    CrOutcome, Gate, MetadataContext, Retry,
+};
+use kube::{Api, Client, ResourceExt};
+use secrecy::SecretString;
+use tracing::{debug, info, warn};
+
+use crate::flags::Settings;
+use crate::messages::{
+    CrKey, Enroll, Forget, GetAuthorization, InvalidateToken, IssuerKey, IssuerReady,
+    IssuerSnapshot, ResolveError, ResolveIssuer, WriteRequestStatus,
+};
+use crate::registry::Registry;
+use crate::status_writer::StatusWriter;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What the enroller talks to.
+#[derive(Clone)]
+pub struct EnrollerDeps {
+    /// Apiserver client, to re-read a request before a retry.
+    pub client: Client,
+    /// Validated flags.
+    pub settings: Arc<Settings>,
+    /// Issuer lookups.
+    pub registry: Addr<Registry>,
+    /// Status and Events.
+    pub writer: Addr<StatusWriter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Queued,
+    Running,
+    Waiting,
+    Held,
+}
+
+struct Track {
+    op_id: String,
+    state: State,
+    attempts: u32,
+    issuer: Option<IssuerKey>,
+    timer: Option<SpawnHandle>,
+    cr: Option<Box<CertificateRequest>>,
+}
+
+type ClientCache = HashMap<IssuerKey, (Arc<ConnectionConfig>, CommandClient)>;
+
+/// Requests being worked on (never those already final), a queue and a bound on in-flight calls.
+pub struct Enroller {
+    deps: EnrollerDeps,
+    tracked: HashMap<CrKey, Track>,
+    queue: VecDeque<CrKey>,
+    in_flight: usize,
+    clients: ClientCache,
+}
+
+impl Enroller {
+    /// An idle enroller.
+    pub fn new(deps: EnrollerDeps) -> Self {
+        Self {
+            deps,
+            tracked: HashMap::new(),
+            queue: VecDeque::new(),
+            in_flight: 0,
+            clients: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for Enroller {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(65_536);
+    }
+}
+
+/// How one attempt ended, for the actor to act on.
+struct Attempt {
+    outcome: Option<CrOutcome>,
+    park: bool,
+    issuer: Option<IssuerKey>,
+    client: Option<(IssuerKey, Arc<ConnectionConfig>, CommandClient)>,
+    written: bool,
+}
+
+impl Attempt {
+    fn drop_it() -> Self {
+        Self {
+            outcome: None,
+            park: false,
+            issuer: None,
+            client: None,
+            written: false,
+        }
+    }
+    fn with(outcome: CrOutcome, issuer: Option<IssuerKey>) -> Self {
+        Self {
+            outcome: Some(outcome),
+            park: false,
+            issuer,
+            client: None,
+            written: false,
+        }
+    }
+}
+
+fn pending(message: String, retry: Retry) -> CrOutcome {
+    CrOutcome::Pending { message, retry }
+}
+
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(9)).min(MAX_BACKOFF)
+}
+
+impl Handler<Enroll> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: Enroll, ctx: &mut Context<Self>) {
+        let key = CrKey {
+            namespace: msg.cr.namespace().unwrap_or_default(),
+            name: msg.cr.name_any(),
+        };
+        if self.tracked.contains_key(&key) {
+            return;
+        }
+        debug!(op_id = %msg.op_id, request = %key, "queued");
+        self.tracked.insert(
+            key.clone(),
+            Track {
+                op_id: msg.op_id,
+                state: State::Queued,
+                attempts: 0,
+                issuer: None,
+                timer: None,
+                cr: Some(msg.cr),
+            },
+        );
+        self.queue.push_back(key);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Forget> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: Forget, ctx: &mut Context<Self>) {
+        if let Some(t) = self.tracked.get(&msg.key) {
+            if t.state != State::Running {
+                if let Some(h) = self.tracked.remove(&msg.key).and_then(|t| t.timer) {
+                    ctx.cancel_future(h);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<IssuerReady> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: IssuerReady, ctx: &mut Context<Self>) {
+        let mut wake = Vec::new();
+        for (k, t) in self.tracked.iter_mut() {
+            if t.state == State::Waiting && t.issuer.as_ref() == Some(&msg.key) {
+                if let Some(h) = t.timer.take() {
+                    ctx.cancel_future(h);
+                }
+                t.state = State::Queued;
+                wake.push(k.clone());
+            }
+        }
+        if !wake.is_empty() {
+            info!(issuer = %msg.key, requests = wake.len(), "issuer ready; retrying waiting requests");
+        }
+        self.queue.extend(wake);
+        self.pump(ctx);
+    }
+}
+
+impl Enroller {
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight < self.deps.settings.concurrency {
+            let Some(key) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(t) = self.tracked.get_mut(&key) else {
+                continue;
+            };
+            if t.state != State::Queued {
+                continue;
+            }
+            t.state = State::Running;
+            self.in_flight += 1;
+            let op_id = t.op_id.clone();
+            let cr = t.cr.take();
+            let fut = attempt(
+                self.deps.clone(),
+                op_id.clone(),
+                key.clone(),
+                cr,
+                self.clients.clone(),
+            );
+            ctx.spawn(
+                fut.into_actor(self)
+                    .map(move |res, act, ctx| act.settle(ctx, key, res)),
+            );
+        }
+    }
+
+    fn settle(&mut self, ctx: &mut Context<Self>, key: CrKey, res: Attempt) {
+        self.in_flight -= 1;
+        if let Some((ik, conn, client)) = res.client {
+            self.clients.insert(ik, (conn, client));
+        }
+        let Some(t) = self.tracked.get_mut(&key) else {
+            self.pump(ctx);
+            return;
+        };
+        let retry = match (&res.outcome, res.park, res.written) {
+            (None, true, _) => Some(Retry::OnIssuerReady),
+            (None, false, _) => None,
+            (Some(_), _, false) => Some(Retry::Backoff),
+            (Some(CrOutcome::Pending { retry, .. }), _, true) => Some(*retry),
+            (Some(_), _, true) => None,
+        };
+        match retry {
+            None => {
+                self.tracked.remove(&key);
+            }
+            Some(Retry::Hold) => {
+                t.state = State::Held;
+            }
+            Some(r) => {
+                t.state = State::Waiting;
+                t.issuer = if r == Retry::OnIssuerReady {
+                    res.issuer
+                } else {
+                    None
+                };
+                let delay = if res.park {
+                    Duration::from_secs(1)
+                } else {
+                    backoff(t.attempts)
+                };
+                t.attempts = t.attempts.saturating_add(1);
+                let k = key.clone();
+                t.timer = Some(ctx.run_later(delay, move |act, ctx| {
+                    if let Some(t) = act.tracked.get_mut(&k) {
+                        if t.state == State::Waiting {
+                            t.state = State::Queued;
+                            t.timer = None;
+                            act.queue.push_back(k);
+                            act.pump(ctx);
+                        }
+                    }
+                }));
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
+/// One attempt at one request: read, decide, resolve, call Command, write status.
+async fn attempt(
+    deps: EnrollerDeps,
+    op_id: String,
+    key: CrKey,
+    cr: Option<Box<CertificateRequest>>,
+    clients: ClientCache,
+) -> Attempt {
+    let cr = match cr {
+        Some(c) => c,
+        None => {
+            let api: Api<CertificateRequest> = Api::namespaced(deps.client.clone(), &key.namespace);
+            match api.get_opt(&key.name).await {
+                Ok(Some(c)) => Box::new(c),
+                Ok(None) => return Attempt::drop_it(),
+                Err(e) => {
+                    warn!(op_id = %op_id, request = %key, error = %e, "re-reading request failed");
+                    return Attempt {
+                        outcome: None,
+                        park: true,
+                        issuer: None,
+                        client: None,
+                        written: false,
+                    };
+                }
+            }
+        }
+    };
+    let mut res = decide(&deps, &op_id, &key, &cr, clients).await;
+    if let Some(outcome) = res.outcome.clone() {
+        match deps
+            .writer
+            .send(WriteRequestStatus {
+                op_id: op_id.clone(),
+                cr,
+                outcome,
+            })
+            .await
+        {
+            Ok(Ok(())) => res.written = true,
+            Ok(Err(e)) => {
+                warn!(op_id = %op_id, request = %key, error = %e, "status write failed; will retry")
+            }
+            Err(e) => {
+                warn!(op_id = %op_id, request = %key, error = %e, "status writer unavailable; will retry")
+            }
+        }
+    }
+    res
+}
+
+async fn decide(
+    deps: &EnrollerDeps,
+    op_id: &str,
+    key: &CrKey,
+    cr: &CertificateRequest,
+    clients: ClientCache,
+) -> Attempt {
+    let (kind, name) = match gate(cr, deps.settings.check_approval) {
+        Gate::NotOurs | Gate::Final | Gate::AwaitingApproval => return Attempt::drop_it(),
+        Gate::Denied => return Attempt::with(CrOutcome::Denied, None),
+        Gate::InvalidKind(m) => return Attempt::with(CrOutcome::Failed { message: m }, None),
+        Gate::Sign { kind, name } => (kind, name),
+    };
+    let issuer_key = IssuerKey {
+        kind,
+        namespace: (kind == IssuerKind::Issuer).then(|| key.namespace.clone()),
+        name,
+    };
+    let snap = match deps
+        .registry
+        .send(ResolveIssuer {
+            key: issuer_key.clone(),
+        })
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(ResolveError::Missing(m))) => {
+            return Attempt::with(
+                pending(format!("error getting issuer: {m}"), Retry::OnIssuerReady),
+                Some(issuer_key),
+            )
+        }
+        Ok(Err(ResolveError::Unready)) => {
+            return Attempt::with(
+                pending("issuer is not ready".into(), Retry::OnIssuerReady),
+                Some(issuer_key),
+            )
+        }
+        Ok(Err(ResolveError::Unchecked)) | Err(_) => {
+            debug!(op_id, request = %key, issuer = %issuer_key, "issuer not checked yet; waiting");
+            return Attempt {
+                outcome: None,
+                park: true,
+                issuer: Some(issuer_key),
+                client: None,
+                written: false,
+            };
+        }
+    };
+    let ik = Some(issuer_key.clone());
+    let sign = match sign_config(&snap.spec, cr.annotations()) {
+        Ok(s) => s,
+        Err(e) => {
+            return Attempt::with(
+                pending(
+                    format!("failed to build the signer: failed to create signer: {e}"),
+                    Retry::Backoff,
+                ),
+                ik,
+            )
+        }
+    };
+    let csr_pem = String::from_utf8_lossy(&cr.spec.request.0).into_owned();
+    let csr = match parse_csr(csr_pem.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => {
+            return Attempt::with(pending(format!("failed to sign: {e}"), Retry::Backoff), ik)
+        }
+    };
+    info!(
+        op_id, request = %key, issuer = %issuer_key, common_name = %csr.common_name, san_count = csr.sans.len(),
+        sans = ?csr.sans, template = ?sign.template, certificate_authority = %sign.certificate_authority(),
+        enrollment_pattern_id = ?sign.pattern_id, enrollment_pattern_name = ?sign.pattern_name, "signing"
+    );
+    let header = match snap
+        .auth
+        .send(GetAuthorization {
+            op_id: Some(op_id.to_string()),
+        })
+        .await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            return Attempt::with(
+                pending(
+                    format!("failed to build the signer: failed to create signer: {e}"),
+                    Retry::Backoff,
+                ),
+                ik,
+            )
+        }
+        Err(e) => {
+            return Attempt::with(
+                pending(
+                    format!("failed to build the signer: auth actor unavailable: {e}"),
+                    Retry::Backoff,
+                ),
+                ik,
+            )
+        }
+    };
+    let (command, new_client) = match clients.get(&issuer_key) {
+        Some((conn, c)) if Arc::ptr_eq(conn, &snap.connection) || **conn == *snap.connection => {
+            (c.clone(), None)
+        }
+        _ => match build_http_client(
+            snap.connection.ca_bundle_pem.as_deref(),
+            deps.settings.command_timeout,
+        ) {
+            Ok(http) => {
+                let c = CommandClient::new(http, snap.connection.base_url());
+                (
+                    c.clone(),
+                    Some((issuer_key.clone(), snap.connection.clone(), c)),
+                )
+            }
+            Err(e) => {
+                return Attempt::with(
+                    pending(
+                        format!("failed to build the signer: failed to create signer: {e}"),
+                        Retry::Backoff,
+                    ),
+                    ik,
+                )
+            }
+        },
+    };
+    let mut res = enroll(deps, op_id, key, &snap, &sign, &csr_pem, &command, &header).await;
+    res.client = new_client;
+    res.issuer = ik;
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn enroll(
+    deps: &EnrollerDeps,
+    op_id: &str,
+    key: &CrKey,
+    snap: &IssuerSnapshot,
+    sign: &SignConfig,
+    csr_pem: &str,
+    command: &CommandClient,
+    header: &SecretString,
+) -> Attempt {
+    let pattern_id = match (sign.pattern_id, &sign.pattern_name) {
+        (Some(id), _) => Some(id),
+        (None, Some(name)) => match command.enrollment_patterns_named(name, header).await {
+            Ok(p) if p.len() == 1 => Some(p[0].id),
+            Ok(p) if p.is_empty() => {
+                return Attempt::with(pending(format!("failed to sign: enrollment pattern failure: enrollment pattern not found: {name}"), Retry::Backoff), None)
+            }
+            Ok(_) => {
+                return Attempt::with(pending(format!("failed to sign: enrollment pattern failure: multiple enrollment patterns found: {name}"), Retry::Backoff), None)
+            }
+            Err(e) => {
+                let details = match &e {
+                    CommandError::Status { body, .. } => body.clone(),
+                    other => other.to_string(),
+                };
+                return Attempt::with(pending(format!("failed to sign: enrollment pattern failure: error fetching enrollment patterns from Command: {e}. Details: {details}: {e}"), Retry::Backoff), None);
+            }
+        },
+        (None, None) => None,
+    };
+    let predefined = snap.supports_metadata.then(|| {
+        predefined_metadata(&MetadataContext {
+            controller_namespace: &deps.settings.cluster_resource_namespace,
+            kind: snap.key.kind,
+            issuer_name: &snap.key.name,
+            request_namespace: &key.namespace,
+            op_id,
+        })
+    });
+    let now = jiff::Timestamp::now().to_string();
+    let body = enrollment_body(csr_pem.to_string(), sign, pattern_id, predefined, now);
+    info!(op_id, request = %key, url = %format!("{}/Enrollment/CSR", command.base_url()), metadata_fields = body.metadata.len(), "calling Command POST /Enrollment/CSR");
+    match command.enroll_csr(&body, header).await {
+        Ok(resp) => {
+            let info = &resp.certificate_information;
+            info!(
+                op_id, request = %key, disposition = ?info.request_disposition, keyfactor_request_id = info.keyfactor_request_id,
+                keyfactor_id = info.keyfactor_id, serial = ?info.serial_number, "Command answered"
+            );
+            let outcome = outcome_from_response(info);
+            if matches!(outcome, CrOutcome::Issued { .. }) {
+                info!(op_id, "CertificateRequest {} successfully signed", key);
+            }
+            Attempt::with(outcome, None)
+        }
+        Err(e) => {
+            if matches!(e, CommandError::Status { status: 401, .. }) {
+                snap.auth.do_send(InvalidateToken);
+            }
+            let message = format!(
+                "failed to sign: {}",
+                enrollment_failure(sign, pattern_id, &e)
+            );
+            warn!(op_id, request = %key, error = %e, transient = e.is_transient(), "Command enrollment failed");
+            Attempt::with(pending(message, Retry::Backoff), None)
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Command line of the controller: the Go issuer's flags (product.md §15), same names and defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use command_issuer::config::{format_go_duration, parse_go_duration, MIN_HEALTH_INTERVAL};
+use command_issuer::telemetry::LogFormat;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormatArg {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(v: LogFormatArg) -> Self {
+        match v {
+            LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Text => LogFormat::Text,
+        }
+    }
+}
+
+/// command-issuer: a cert-manager external issuer for Keyfactor Command.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "command-issuer", version)]
+pub struct Flags {
+    /// Prometheus metrics listener ("0" disables).
+    #[arg(long, default_value = ":8080")]
+    pub metrics_bind_address: String,
+    /// Listener for /healthz and /readyz.
+    #[arg(long, default_value = ":8081")]
+    pub health_probe_bind_address: String,
+    /// Lease-based leader election so extra replicas stand by.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// Serve metrics over TLS.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_secure: bool,
+    /// HTTP/2 for the metrics and probe servers.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_http2: bool,
+    /// Health-check interval of issuers without their own (Go duration, at least 30s).
+    #[arg(long, default_value = "10m")]
+    pub default_health_check_interval: String,
+    /// Namespace of Secrets/ConfigMaps for ClusterIssuers (and Issuers by default); default: the pod's namespace.
+    #[arg(long, default_value = "")]
+    pub cluster_resource_namespace: String,
+    /// Sign requests without waiting for cert-manager's Approved condition.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub disable_approved_check: bool,
+    /// Read an Issuer's Secrets and ConfigMaps from its own namespace.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub secret_access_granted_at_cluster_level: bool,
+    /// Watch ConfigMaps in every namespace (no effect on which namespace is read, as upstream).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub configmap_access_granted_at_cluster_level: bool,
+    /// Kubeconfig for out-of-cluster runs; in-cluster config otherwise.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: LogFormatArg,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Enrollments in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Timeout of one Command HTTP call (Go duration).
+    #[arg(long, default_value = "30s")]
+    pub command_timeout: String,
+}
+
+/// Why the flags cannot start a controller.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    /// --default-health-check-interval does not parse.
+    #[error("unable to parse default health check interval: {0}")]
+    Interval(String),
+    /// --default-health-check-interval is below 30s.
+    #[error("interval {0} is invalid, must be greater than or equal to '30s'")]
+    IntervalTooShort(String),
+    /// --command-timeout does not parse.
+    #[error("unable to parse command timeout: {0}")]
+    Timeout(String),
+    /// No namespace flag and no service-account namespace file.
+    #[error("please supply --cluster-resource-namespace")]
+    Namespace,
+    /// --concurrency 0.
+    #[error("--concurrency must be at least 1")]
+    Concurrency,
+}
+
+/// Settings every actor reads, validated once at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Default issuer health-check interval.
+    pub default_health_interval: Duration,
+    /// Controller namespace for Secrets/ConfigMaps.
+    pub cluster_resource_namespace: String,
+    /// Approval gate on.
+    pub check_approval: bool,
+    /// Issuers read Secrets from their own namespace.
+    pub secret_access_at_cluster_level: bool,
+    /// ConfigMaps watched in every namespace.
+    pub configmap_access_at_cluster_level: bool,
+    /// Enrollments in flight.
+    pub concurrency: usize,
+    /// Command call timeout.
+    pub command_timeout: Duration,
+}
+
+const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+impl Flags {
+    /// Validates the flags into settings, with the Go issuer's start-up errors.
+    pub fn settings(&self) -> Result<Settings, FlagError> {
+        let interval =
+            parse_go_duration(&self.default_health_check_interval).map_err(FlagError::Interval)?;
+        if interval < MIN_HEALTH_INTERVAL {
+            return Err(FlagError::IntervalTooShort(format_go_duration(interval)));
+        }
+        let command_timeout =
+            parse_go_duration(&self.command_timeout).map_err(FlagError::Timeout)?;
+        let ns = if self.cluster_resource_namespace.is_empty() {
+            std::fs::read_to_string(SA_NAMESPACE_FILE)
+                .map(|s| s.trim().to_string())
+                .ok()
+                .filter(|s| !s.is_empty())
+                .ok_or(FlagError::Namespace)?
+        } else {
+            self.cluster_resource_namespace.clone()
+        };
+        if self.concurrency == 0 {
+            return Err(FlagError::Concurrency);
+        }
+        Ok(Settings {
+            default_health_interval: interval,
+            cluster_resource_namespace: ns,
+            check_approval: !self.disable_approved_check,
+            secret_access_at_cluster_level: self.secret_access_granted_at_cluster_level,
+            configmap_access_at_cluster_level: self.configmap_access_granted_at_cluster_level,
+            concurrency: self.concurrency,
+            command_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut v = vec!["command-issuer"];
+        v.extend_from_slice(args);
+        Flags::parse_from(v)
+    }
+
+    #[test]
+    fn defaults_match_product_section_15() {
+        let f = flags(&["--cluster-resource-namespace", "x"]);
+        assert_eq!(f.metrics_bind_address, ":8080");
+        assert_eq!(f.health_probe_bind_address, ":8081");
+        assert!(!f.leader_elect && !f.disable_approved_check);
+        let s = f.settings().unwrap();
+        assert_eq!(s.default_health_interval, Duration::from_secs(600));
+        assert!(s.check_approval);
+    }
+
+    #[test]
+    fn startup_errors() {
+        let e = flags(&[
+            "--cluster-resource-namespace",
+            "x",
+            "--default-health-check-interval",
+            "29s",
+        ])
+        .settings()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "interval 29s is invalid, must be greater than or equal to '30s'"
+        );
+        let e = flags(&[
+            "--cluster-resource-namespace",
+            "x",
+            "--default-health-check-interval",
+            "soon",
+        ])
+        .settings()
+        .unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("unable to parse default health check interval"));
+        assert!(flags(&["--leader-elect", "--cluster-resource-namespace", "x"]).leader_elect);
+        assert!(
+            !flags(&["--leader-elect=false", "--cluster-resource-namespace", "x"]).leader_elect
+        );
+    }
+}

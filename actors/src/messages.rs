@@ -1,0 +1,232 @@
+//! Every typed message that crosses between actors; the arrows of design.md §1.
+
+use std::fmt;
+use std::sync::Arc;
+
+use actix::Message;
+use command_issuer::api::{
+    CertificateRequest, CertificateRequestCondition, IssuerCondition, IssuerKind, IssuerSpec,
+};
+use command_issuer::config::{ConnectionConfig, Credentials};
+use command_issuer::request::CrOutcome;
+use secrecy::SecretString;
+
+/// Identity of one issuer: kind, namespace (None for ClusterIssuer), name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IssuerKey {
+    /// Issuer or ClusterIssuer.
+    pub kind: IssuerKind,
+    /// Namespace of an Issuer.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for IssuerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{ns}/{}", self.kind, self.name),
+            None => write!(f, "{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// Identity of one CertificateRequest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CrKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for CrKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Watcher → registry: an issuer was created or changed.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct IssuerUpserted {
+    /// Which issuer.
+    pub key: IssuerKey,
+    /// Its spec.
+    pub spec: IssuerSpec,
+    /// metadata.generation, to spot spec changes.
+    pub generation: i64,
+    /// Conditions as stored.
+    pub conditions: Vec<IssuerCondition>,
+}
+
+/// Watcher → registry: an issuer was deleted.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct IssuerDeleted {
+    /// Which issuer.
+    pub key: IssuerKey,
+}
+
+/// Watcher → registry: a full list of one kind finished; keys absent from it are gone.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct IssuersListed {
+    /// Kind listed.
+    pub kind: IssuerKind,
+    /// Every key the list returned.
+    pub keys: Vec<IssuerKey>,
+}
+
+/// Secret/ConfigMap watcher → registry: a referenced object may have changed.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReferenceChanged {
+    /// "Secret" or "ConfigMap".
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Registry → probe: run a check now (spec, Secret or ConfigMap changed).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CheckNow {
+    /// The issuer spec to check with.
+    pub spec: IssuerSpec,
+    /// Why, for the log.
+    pub why: &'static str,
+}
+
+/// Probe → registry: outcome of a check.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct IssuerHealth {
+    /// Which issuer.
+    pub key: IssuerKey,
+    /// Ready to sign.
+    pub ready: bool,
+    /// SupportsMetadata=True.
+    pub supports_metadata: bool,
+    /// Resolved connection when ready.
+    pub connection: Option<Arc<ConnectionConfig>>,
+    /// Secret/ConfigMap references the issuer reads: (kind, namespace, name).
+    pub references: Vec<(&'static str, String, String)>,
+}
+
+/// Probe → auth: the credentials resolved from the issuer's Secret.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetCredentials(pub Credentials);
+
+/// Anyone → auth: an Authorization header for this issuer.
+#[derive(Message)]
+#[rtype(result = "Result<SecretString, String>")]
+pub struct GetAuthorization {
+    /// Operation id for the log.
+    pub op_id: Option<String>,
+}
+
+/// Auth → forget a cached token (after a 401).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InvalidateToken;
+
+/// What the enroller needs from the registry to sign with one issuer.
+#[derive(Clone)]
+pub struct IssuerSnapshot {
+    /// Which issuer.
+    pub key: IssuerKey,
+    /// Its spec.
+    pub spec: IssuerSpec,
+    /// SupportsMetadata=True.
+    pub supports_metadata: bool,
+    /// Where Command is.
+    pub connection: Arc<ConnectionConfig>,
+    /// Its auth actor.
+    pub auth: actix::Addr<crate::auth::AuthActor>,
+}
+
+/// Why the registry cannot hand out an issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// Not in the cluster: `error getting issuer: <k8s-style message>`.
+    Missing(String),
+    /// Known but not Ready: `issuer is not ready`.
+    Unready,
+    /// Not checked yet (start-up): wait silently.
+    Unchecked,
+}
+
+/// Enroller → registry: the issuer a request names.
+#[derive(Message)]
+#[rtype(result = "Result<IssuerSnapshot, ResolveError>")]
+pub struct ResolveIssuer {
+    /// Which issuer.
+    pub key: IssuerKey,
+}
+
+/// Registry → enroller: an issuer turned Ready; retry its parked requests now.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct IssuerReady {
+    /// Which issuer.
+    pub key: IssuerKey,
+}
+
+/// Request watcher → enroller: a request that may need signing, with its op id.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enroll {
+    /// Operation id followed through logs, Events and metadata.
+    pub op_id: String,
+    /// The object from the watch event.
+    pub cr: Box<CertificateRequest>,
+}
+
+/// Request watcher → enroller: a request was deleted.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Forget {
+    /// Which request.
+    pub key: CrKey,
+}
+
+/// Enroller → status writer: write a request's status and Event.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct WriteRequestStatus {
+    /// Operation id.
+    pub op_id: String,
+    /// The request as last read (for its object reference and previous Ready).
+    pub cr: Box<CertificateRequest>,
+    /// New state.
+    pub outcome: CrOutcome,
+}
+
+/// Probe → status writer: write an issuer's conditions, with an Event when Ready changed.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct WriteIssuerStatus {
+    /// Which issuer.
+    pub key: IssuerKey,
+    /// Full conditions list.
+    pub conditions: Vec<IssuerCondition>,
+    /// Ready status changed: emit an Event.
+    pub transition: bool,
+    /// Ready now.
+    pub ready: bool,
+    /// Ready message.
+    pub message: String,
+}
+
+/// The Ready condition of a request, if any.
+pub fn ready_condition(cr: &CertificateRequest) -> Option<&CertificateRequestCondition> {
+    cr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}

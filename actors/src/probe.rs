@@ -1,0 +1,365 @@
+//! Metadata-probe actor: one per issuer. Resolves the issuer's config, checks Command's health
+//! and metadata fields on an interval, and reports Ready / SupportsMetadata.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, SpawnHandle, Supervised,
+    WrapFuture,
+};
+use command_issuer::api::{IssuerCondition, IssuerSpec};
+use command_issuer::command::{build_http_client, CommandClient, CommandError};
+use command_issuer::config::{
+    credentials_from_secret, health_schedule, resolve_connection, secret_namespace,
+    select_ca_bundle, ConfigError, ConnectionConfig, Credentials, HealthSchedule,
+};
+use command_issuer::health::{issuer_conditions, supports_metadata, CheckResult};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use crate::auth::AuthActor;
+use crate::flags::Settings;
+use crate::messages::{
+    CheckNow, GetAuthorization, IssuerHealth, IssuerKey, SetCredentials, WriteIssuerStatus,
+};
+use crate::registry::Registry;
+use crate::status_writer::StatusWriter;
+
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What every probe needs from the process.
+#[derive(Clone)]
+pub struct ProbeDeps {
+    /// Apiserver client.
+    pub client: Client,
+    /// Validated flags.
+    pub settings: Arc<Settings>,
+    /// Where status goes.
+    pub writer: Addr<StatusWriter>,
+}
+
+/// One issuer's probe state.
+pub struct Probe {
+    key: IssuerKey,
+    spec: IssuerSpec,
+    conditions: Vec<IssuerCondition>,
+    auth: Addr<AuthActor>,
+    registry: Addr<Registry>,
+    deps: ProbeDeps,
+    established: Option<ConnectionConfig>,
+    running: bool,
+    recheck: bool,
+    timer: Option<SpawnHandle>,
+    failures: u32,
+}
+
+impl Probe {
+    /// A probe that checks as soon as it starts.
+    pub fn new(
+        key: IssuerKey,
+        spec: IssuerSpec,
+        conditions: Vec<IssuerCondition>,
+        auth: Addr<AuthActor>,
+        registry: Addr<Registry>,
+        deps: ProbeDeps,
+    ) -> Self {
+        Self {
+            key,
+            spec,
+            conditions,
+            auth,
+            registry,
+            deps,
+            established: None,
+            running: false,
+            recheck: false,
+            timer: None,
+            failures: 0,
+        }
+    }
+}
+
+impl Actor for Probe {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.running = false;
+        self.run_check(ctx, "issuer registered");
+    }
+}
+
+impl Supervised for Probe {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        warn!(issuer = %self.key, "probe restarting");
+        self.established = None;
+    }
+}
+
+impl Handler<CheckNow> for Probe {
+    type Result = ();
+    fn handle(&mut self, msg: CheckNow, ctx: &mut Context<Self>) {
+        self.spec = msg.spec;
+        if self.running {
+            self.recheck = true;
+        } else {
+            self.run_check(ctx, msg.why);
+        }
+    }
+}
+
+/// Where the check stopped, before the actor turns it into a [`CheckResult`].
+enum Stage {
+    Config(ConfigError),
+    Auth(String),
+    Status(CommandError),
+    Metadata(CommandError),
+    Done(bool),
+}
+
+type References = Vec<(&'static str, String, String)>;
+
+fn api_reason(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message,
+        other => other.to_string(),
+    }
+}
+
+/// Reads the credential Secret and CA bundle the spec names, then resolves the connection.
+async fn resolve(
+    client: Client,
+    spec: &IssuerSpec,
+    ns: &str,
+) -> Result<ConnectionConfig, ConfigError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let credentials = match spec
+        .command_secret_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        Some(name) => {
+            let s = secrets
+                .get(name)
+                .await
+                .map_err(|e| ConfigError::CredentialSecretMissing {
+                    name: name.into(),
+                    reason: api_reason(e),
+                })?;
+            credentials_from_secret(&s)?
+        }
+        None => Credentials::Ambient,
+    };
+    let key = spec.ca_bundle_key.as_deref();
+    let ca = if let Some(name) = spec
+        .ca_bundle_config_map_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        let cms: Api<ConfigMap> = Api::namespaced(client, ns);
+        let cm = cms
+            .get(name)
+            .await
+            .map_err(|e| ConfigError::CaConfigMapMissing {
+                name: name.into(),
+                reason: api_reason(e),
+            })?;
+        Some(select_ca_bundle(&cm.data.unwrap_or_default(), key)?)
+    } else if let Some(name) = spec.ca_secret_name.as_deref().filter(|s| !s.is_empty()) {
+        let s = secrets
+            .get(name)
+            .await
+            .map_err(|e| ConfigError::CaSecretMissing {
+                name: name.into(),
+                reason: api_reason(e),
+            })?;
+        let data: BTreeMap<String, String> = s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect();
+        Some(select_ca_bundle(&data, key)?)
+    } else {
+        None
+    };
+    resolve_connection(spec, credentials, ca)
+}
+
+fn references(spec: &IssuerSpec, ns: &str) -> References {
+    let mut r = Vec::new();
+    for (kind, name) in [
+        ("Secret", &spec.command_secret_name),
+        ("Secret", &spec.ca_secret_name),
+        ("ConfigMap", &spec.ca_bundle_config_map_name),
+    ] {
+        if let Some(n) = name.as_deref().filter(|n| !n.is_empty()) {
+            r.push((kind, ns.to_string(), n.to_string()));
+        }
+    }
+    r
+}
+
+impl Probe {
+    fn run_check(&mut self, ctx: &mut Context<Self>, why: &'static str) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        let settings = self.deps.settings.clone();
+        let schedule = match health_schedule(
+            self.spec.healthcheck.as_ref(),
+            settings.default_health_interval,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                self.finish(
+                    ctx,
+                    CheckResult::BadInterval(e),
+                    None,
+                    Vec::new(),
+                    HealthSchedule::Disabled,
+                );
+                return;
+            }
+        };
+        self.running = true;
+        info!(issuer = %self.key, why, "health check");
+        let ns = secret_namespace(
+            self.key.kind,
+            self.key.namespace.as_deref(),
+            &settings.cluster_resource_namespace,
+            settings.secret_access_at_cluster_level,
+        );
+        let refs = references(&self.spec, &ns);
+        let spec = self.spec.clone();
+        let client = self.deps.client.clone();
+        let auth = self.auth.clone();
+        let timeout = settings.command_timeout;
+        let fut = async move {
+            let conn = match resolve(client, &spec, &ns).await {
+                Ok(c) => c,
+                Err(e) => return (None, Stage::Config(e)),
+            };
+            auth.do_send(SetCredentials(conn.credentials.clone()));
+            let header = match auth.send(GetAuthorization { op_id: None }).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => return (Some(conn), Stage::Auth(e)),
+                Err(e) => {
+                    return (
+                        Some(conn),
+                        Stage::Auth(format!("auth actor unavailable: {e}")),
+                    )
+                }
+            };
+            let http = match build_http_client(conn.ca_bundle_pem.as_deref(), timeout) {
+                Ok(h) => h,
+                Err(e) => return (Some(conn), Stage::Status(e)),
+            };
+            let command = CommandClient::new(http, conn.base_url());
+            if let Err(e) = command.status_endpoints(&header).await {
+                return (Some(conn), Stage::Status(e));
+            }
+            match command.metadata_fields(&header).await {
+                Ok(fields) => (Some(conn), Stage::Done(supports_metadata(&fields))),
+                Err(e) => (Some(conn), Stage::Metadata(e)),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |(conn, stage), act, ctx| {
+            let new_connection = conn.is_some() && act.established != conn;
+            let result = match stage {
+                Stage::Config(e) => CheckResult::Config(e),
+                Stage::Auth(e) => CheckResult::Auth(e),
+                Stage::Status(e) if new_connection => CheckResult::FirstContact(e),
+                Stage::Status(e) => CheckResult::Health(e),
+                Stage::Metadata(e) => CheckResult::Metadata(e),
+                Stage::Done(m) => CheckResult::Healthy {
+                    supports_metadata: m,
+                },
+            };
+            act.finish(ctx, result, conn, refs, schedule);
+        }));
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &mut Context<Self>,
+        result: CheckResult,
+        conn: Option<ConnectionConfig>,
+        refs: References,
+        schedule: HealthSchedule,
+    ) {
+        self.running = false;
+        let ready = result.is_ready();
+        let (conditions, transition) =
+            issuer_conditions(&self.conditions, &result, Time(jiff::Timestamp::now()));
+        if ready {
+            self.established = conn.clone();
+            self.failures = 0;
+        } else {
+            if matches!(
+                result,
+                CheckResult::FirstContact(_) | CheckResult::Config(_) | CheckResult::Auth(_)
+            ) {
+                self.established = None;
+            }
+            self.failures = self.failures.saturating_add(1);
+            warn!(issuer = %self.key, message = %result.ready_message(), "issuer not ready");
+        }
+        let message = result.ready_message();
+        if conditions != self.conditions || transition {
+            let write = self.deps.writer.send(WriteIssuerStatus {
+                key: self.key.clone(),
+                conditions: conditions.clone(),
+                transition,
+                ready,
+                message,
+            });
+            let key = self.key.clone();
+            ctx.spawn(
+                async move {
+                    match write.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            warn!(issuer = %key, error = %e, "issuer status write failed")
+                        }
+                        Err(e) => warn!(issuer = %key, error = %e, "status writer unavailable"),
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        self.conditions = conditions;
+        let supports = matches!(
+            result,
+            CheckResult::Healthy {
+                supports_metadata: true
+            }
+        );
+        self.registry.do_send(IssuerHealth {
+            key: self.key.clone(),
+            ready,
+            supports_metadata: supports,
+            connection: if ready { conn.map(Arc::new) } else { None },
+            references: refs,
+        });
+        if self.recheck {
+            self.recheck = false;
+            self.run_check(ctx, "change during check");
+            return;
+        }
+        let next = match (&result, schedule) {
+            (CheckResult::BadInterval(_), _) => None,
+            (r, HealthSchedule::Every(d)) if r.is_ready() => Some(d),
+            (r, HealthSchedule::Disabled) if r.is_ready() => None,
+            _ => Some(
+                Duration::from_secs(2u64.saturating_pow(self.failures.min(9)))
+                    .min(MAX_ERROR_BACKOFF),
+            ),
+        };
+        if let Some(d) = next {
+            self.timer = Some(ctx.run_later(d, |act, ctx| act.run_check(ctx, "interval")));
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Status writer: the one place that patches status (server-side apply) and publishes Events.
+
+use actix::{Actor, Context, Handler, ResponseFuture};
+use command_issuer::api::{CertificateRequest, ClusterIssuer, Issuer, IssuerKind};
+use command_issuer::request::{status_apply, CrOutcome};
+use command_issuer::FIELD_MANAGER;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::messages::{ready_condition, WriteIssuerStatus, WriteRequestStatus};
+
+/// Owns the apiserver writes of status and Events.
+pub struct StatusWriter {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl StatusWriter {
+    /// A writer reporting as controller `command-issuer` from this instance.
+    pub fn new(client: Client, instance: String) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+}
+
+impl Actor for StatusWriter {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}
+
+async fn publish(
+    recorder: &Recorder,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note, 1000)),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, reference).await {
+        warn!(error = %e, reason, "failed to publish Event");
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+impl Handler<WriteRequestStatus> for StatusWriter {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, msg: WriteRequestStatus, _: &mut Context<Self>) -> Self::Result {
+        let client = self.client.clone();
+        let recorder = self.recorder.clone();
+        Box::pin(async move {
+            let cr: &CertificateRequest = &msg.cr;
+            let ns = cr.metadata.namespace.clone().unwrap_or_default();
+            let name = cr.metadata.name.clone().unwrap_or_default();
+            let previous = ready_condition(cr).cloned();
+            let failure_time_set = cr.status.as_ref().is_some_and(|s| s.failure_time.is_some());
+            let body = status_apply(
+                &name,
+                &ns,
+                &msg.outcome,
+                previous.as_ref(),
+                failure_time_set,
+                &now_rfc3339(),
+            );
+            let api: Api<CertificateRequest> = Api::namespaced(client, &ns);
+            api.patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(|e| format!("patching status of CertificateRequest {ns}/{name}: {e}"))?;
+            let reason = msg.outcome.reason();
+            let message = msg.outcome.message();
+            info!(op_id = %msg.op_id, request = %format!("{ns}/{name}"), reason, message = %message, "status patched");
+            let changed = previous.as_ref().is_none_or(|p| {
+                p.reason.as_deref() != Some(reason)
+                    || p.message.as_deref() != Some(message.as_str())
+            });
+            if changed {
+                let type_ = match msg.outcome {
+                    CrOutcome::Issued { .. } => EventType::Normal,
+                    _ => EventType::Warning,
+                };
+                let note = match &msg.outcome {
+                    CrOutcome::Issued { request_id, .. } => format!(
+                        "Certificate issued by Command (request id {request_id}) [op {}]",
+                        msg.op_id
+                    ),
+                    _ => format!("{message} [op {}]", msg.op_id),
+                };
+                publish(&recorder, &cr.object_ref(&()), type_, reason, note, "Sign").await;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<WriteIssuerStatus> for StatusWriter {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, msg: WriteIssuerStatus, _: &mut Context<Self>) -> Self::Result {
+        let client = self.client.clone();
+        let recorder = self.recorder.clone();
+        Box::pin(async move {
+            let key = &msg.key;
+            let body = json!({
+                "apiVersion": "command-issuer.keyfactor.com/v1alpha1",
+                "kind": key.kind.as_str(),
+                "metadata": {"name": key.name},
+                "status": {"conditions": msg.conditions},
+            });
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            let reference = match (key.kind, &key.namespace) {
+                (IssuerKind::Issuer, Some(ns)) => {
+                    let api: Api<Issuer> = Api::namespaced(client, ns);
+                    api.patch_status(&key.name, &pp, &Patch::Apply(&body))
+                        .await
+                        .map(|o| o.object_ref(&()))
+                }
+                _ => {
+                    let api: Api<ClusterIssuer> = Api::all(client);
+                    api.patch_status(&key.name, &pp, &Patch::Apply(&body))
+                        .await
+                        .map(|o| o.object_ref(&()))
+                }
+            }
+            .map_err(|e| format!("patching status of {key}: {e}"))?;
+            if msg.transition {
+                let (type_, reason) = if msg.ready {
+                    (EventType::Normal, "Ready")
+                } else {
+                    (EventType::Warning, "NotReady")
+                };
+                info!(issuer = %key, ready = msg.ready, message = %msg.message, "issuer Ready changed");
+                publish(
+                    &recorder,
+                    &reference,
+                    type_,
+                    reason,
+                    msg.message.clone(),
+                    "HealthCheck",
+                )
+                .await;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,97 @@
+//! Supervisor: builds the kube client, starts every actor (watchers under actix `Supervisor`
+//! so a failed stream restarts), and runs until SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use actix::{Actor, Supervisor};
+use anyhow::Context as _;
+use command_issuer::api::{ClusterIssuer, Issuer};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::enroller::{Enroller, EnrollerDeps};
+use crate::flags::{Flags, Settings};
+use crate::probe::ProbeDeps;
+use crate::registry::{Registry, SetEnroller};
+use crate::status_writer::StatusWriter;
+use crate::watchers::{IssuerWatcher, ReferenceWatcher, RequestWatcher};
+
+async fn kube_client(flags: &Flags) -> anyhow::Result<Client> {
+    let config = match &flags.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .context("loading kubeconfig")?
+        }
+        None => {
+            Config::incluster().context("in-cluster config (use --kubeconfig out of cluster)")?
+        }
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Starts the actor system and blocks until a termination signal.
+pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if flags.leader_elect {
+        warn!("--leader-elect is accepted but leader election is not implemented yet; run one replica");
+    }
+    let client = kube_client(&flags).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("contacting the apiserver")?;
+    let settings = Arc::new(settings);
+    info!(
+        apiserver = %version.git_version, cluster_resource_namespace = %settings.cluster_resource_namespace,
+        concurrency = settings.concurrency, approval_check = settings.check_approval,
+        secret_access_at_cluster_level = settings.secret_access_at_cluster_level, "starting command-issuer"
+    );
+    let instance = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("command-issuer-{}", std::process::id()));
+    let writer = StatusWriter::new(client.clone(), instance).start();
+    let registry = Registry::new(ProbeDeps {
+        client: client.clone(),
+        settings: settings.clone(),
+        writer: writer.clone(),
+    })
+    .start();
+    let enroller = Enroller::new(EnrollerDeps {
+        client: client.clone(),
+        settings: settings.clone(),
+        registry: registry.clone(),
+        writer,
+    })
+    .start();
+    registry.do_send(SetEnroller(enroller.clone()));
+
+    let (c, r) = (client.clone(), registry.clone());
+    Supervisor::start(move |_| IssuerWatcher::<Issuer>::new(c, r));
+    let (c, r) = (client.clone(), registry.clone());
+    Supervisor::start(move |_| IssuerWatcher::<ClusterIssuer>::new(c, r));
+    let secret_ns = (!settings.secret_access_at_cluster_level)
+        .then(|| settings.cluster_resource_namespace.clone());
+    let (c, r, ns) = (client.clone(), registry.clone(), secret_ns.clone());
+    Supervisor::start(move |_| ReferenceWatcher::<Secret>::new(c, ns, r));
+    let cm_ns = (!settings.configmap_access_at_cluster_level
+        && !settings.secret_access_at_cluster_level)
+        .then(|| settings.cluster_resource_namespace.clone());
+    let (c, r) = (client.clone(), registry.clone());
+    Supervisor::start(move |_| ReferenceWatcher::<ConfigMap>::new(c, cm_ns, r));
+    let (c, check) = (client.clone(), settings.check_approval);
+    Supervisor::start(move |_| RequestWatcher::new(c, enroller, check));
+
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received; stopping"),
+        _ = int.recv() => info!("SIGINT received; stopping"),
+    }
+    actix::System::current().stop();
+    Ok(())
+}
