@@ -17,7 +17,11 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("{level},kube_runtime=warn,kube_client=warn,rustls=warn,h2=warn,hyper=warn,actix_http=warn"))
     });
-    let builder = fmt().with_env_filter(filter).with_target(true);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder
             .json()

@@ -305,7 +305,7 @@ impl Probe {
                 self.established = None;
             }
             self.failures = self.failures.saturating_add(1);
-            warn!(issuer = %self.key, message = %result.ready_message(), "issuer not ready");
+            warn!(issuer = %self.key, detail = %result.ready_message(), "issuer not ready");
         }
         let message = result.ready_message();
         if conditions != self.conditions || transition {

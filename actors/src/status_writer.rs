@@ -107,7 +107,7 @@ impl Handler<WriteRequestStatus> for StatusWriter {
             .map_err(|e| format!("patching status of CertificateRequest {ns}/{name}: {e}"))?;
             let reason = msg.outcome.reason();
             let message = msg.outcome.message();
-            info!(op_id = %msg.op_id, request = %format!("{ns}/{name}"), reason, message = %message, "status patched");
+            info!(op_id = %msg.op_id, request = %format!("{ns}/{name}"), reason, detail = %message, "status patched");
             let changed = previous.as_ref().is_none_or(|p| {
                 p.reason.as_deref() != Some(reason)
                     || p.message.as_deref() != Some(message.as_str())
@@ -166,7 +166,7 @@ impl Handler<WriteIssuerStatus> for StatusWriter {
                 } else {
                     (EventType::Warning, "NotReady")
                 };
-                info!(issuer = %key, ready = msg.ready, message = %msg.message, "issuer Ready changed");
+                info!(issuer = %key, ready = msg.ready, detail = %msg.message, "issuer Ready changed");
                 publish(
                     &recorder,
                     &reference,
