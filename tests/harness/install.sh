@@ -98,6 +98,7 @@ GOMOD
 }
 
 command -v unzip >/dev/null || { apt-get update -qq && apt-get install -y -qq unzip >/dev/null; }
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
 command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 t0=$SECONDS
 install_etcd

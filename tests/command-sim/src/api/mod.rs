@@ -1,0 +1,268 @@
+//! The Keyfactor API under the base path: routing, the checks every endpoint shares (auth,
+//! headers, permission) and the per-endpoint handlers.
+//!
+//! Order of checks for an API request: unknown path → 404, wrong method → 405, credentials →
+//! 401, common headers → 400, permission → 403, then the endpoint. Fault injection (latency,
+//! 5xx, resets) belongs in [`handle`] before the endpoint runs.
+
+pub mod enrollment;
+pub mod metadata;
+pub mod patterns;
+pub mod query;
+pub mod status;
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use crate::auth::{self, Identity};
+use crate::config::{PERM_ENROLL_CSR, PERM_METADATA_READ, PERM_PATTERN_READ};
+use crate::errors::{codes, command_json, empty_response, ApiError};
+use crate::state::AppState;
+
+/// What an endpoint handler returns on success: status and serialized JSON body.
+pub type Answer = Result<(StatusCode, String), ApiError>;
+
+/// A `200` answer with `value` serialized the way Command does (field order kept).
+pub fn ok(value: &impl Serialize) -> Answer {
+    Ok((StatusCode::OK, command_json(value)))
+}
+
+/// The endpoints the simulator implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /Status/Endpoints`.
+    StatusEndpoints,
+    /// `GET /MetadataFields`.
+    MetadataFields,
+    /// `GET /EnrollmentPatterns` (25.1 only).
+    EnrollmentPatterns,
+    /// `POST /Enrollment/CSR`.
+    EnrollmentCsr,
+}
+
+impl Endpoint {
+    /// Every endpoint, in the order `Status/Endpoints` lists them.
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::StatusEndpoints,
+        Endpoint::MetadataFields,
+        Endpoint::EnrollmentCsr,
+        Endpoint::EnrollmentPatterns,
+    ];
+
+    /// HTTP method of the endpoint.
+    pub fn method(self) -> Method {
+        match self {
+            Endpoint::EnrollmentCsr => Method::POST,
+            _ => Method::GET,
+        }
+    }
+
+    /// Path below the base path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::StatusEndpoints => "/Status/Endpoints",
+            Endpoint::MetadataFields => "/MetadataFields",
+            Endpoint::EnrollmentPatterns => "/EnrollmentPatterns",
+            Endpoint::EnrollmentCsr => "/Enrollment/CSR",
+        }
+    }
+
+    /// Permission needed; `None` = any role.
+    pub fn permission(self) -> Option<&'static str> {
+        match self {
+            Endpoint::StatusEndpoints => None,
+            Endpoint::MetadataFields => Some(PERM_METADATA_READ),
+            Endpoint::EnrollmentPatterns => Some(PERM_PATTERN_READ),
+            Endpoint::EnrollmentCsr => Some(PERM_ENROLL_CSR),
+        }
+    }
+
+    /// Endpoints present in the emulated version.
+    pub fn available(state: &AppState) -> impl Iterator<Item = Endpoint> + '_ {
+        Endpoint::ALL
+            .into_iter()
+            .filter(|e| *e != Endpoint::EnrollmentPatterns || state.config.version.has_patterns())
+    }
+}
+
+/// Strips the base path (case-insensitively); `None` when the path is outside it.
+pub fn strip_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix('/')?;
+    let head = rest.get(..base.len())?;
+    if !head.eq_ignore_ascii_case(base) {
+        return None;
+    }
+    let tail = &rest[base.len()..];
+    if tail.is_empty() || tail.starts_with('/') {
+        Some(tail)
+    } else {
+        None
+    }
+}
+
+enum RouteMatch {
+    Found(Endpoint),
+    WrongMethod,
+    NotFound,
+}
+
+fn route(state: &AppState, method: &Method, sub_path: &str) -> RouteMatch {
+    let trimmed = sub_path.trim_end_matches('/');
+    let mut path_known = false;
+    for endpoint in Endpoint::available(state) {
+        if endpoint.path().eq_ignore_ascii_case(trimmed) {
+            if endpoint.method() == *method {
+                return RouteMatch::Found(endpoint);
+            }
+            path_known = true;
+        }
+    }
+    if path_known {
+        RouteMatch::WrongMethod
+    } else {
+        RouteMatch::NotFound
+    }
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn check_headers(req: &HttpRequest, endpoint: Endpoint) -> Result<(), ApiError> {
+    match header(req, "x-keyfactor-requested-with").map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("APIClient") || v.eq_ignore_ascii_case("XMLHttpRequest") => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(
+                codes::REQUESTED_WITH_MISSING,
+                format!("The x-keyfactor-requested-with header value '{v}' is not valid; use APIClient or XMLHttpRequest."),
+            ))
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                codes::REQUESTED_WITH_MISSING,
+                "The x-keyfactor-requested-with header is required.",
+            ))
+        }
+    }
+    match header(req, "x-keyfactor-api-version").map(str::trim) {
+        None | Some("1") | Some("1.0") => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(
+                codes::API_VERSION_UNSUPPORTED,
+                format!("The API version '{v}' is not supported for this endpoint."),
+            ))
+        }
+    }
+    if endpoint.method() == Method::POST {
+        let content_type = header(req, "content-type").unwrap_or_default();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let json = mime == "application/json"
+            || mime == "text/json"
+            || (mime.starts_with("application/") && mime.ends_with("+json"));
+        if !json {
+            return Err(ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: codes::CONTENT_TYPE_UNSUPPORTED,
+                message: format!(
+                    "The content type '{content_type}' is not supported; send application/json."
+                ),
+            });
+        }
+    }
+    if endpoint == Endpoint::EnrollmentCsr {
+        match header(req, "x-certificateformat").map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("PEM") => {}
+            Some(v) => {
+                return Err(ApiError::bad_request(
+                    codes::CERT_FORMAT_UNSUPPORTED,
+                    format!(
+                        "The certificate format '{v}' is not supported by this simulator; use PEM."
+                    ),
+                ))
+            }
+            None => {
+                return Err(ApiError::bad_request(
+                    codes::CERT_FORMAT_UNSUPPORTED,
+                    "The x-certificateformat header is required.",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Handles one request whose path is `sub_path` below the base path.
+pub fn handle(state: &AppState, req: &HttpRequest, body: &[u8], sub_path: &str) -> HttpResponse {
+    let version = state.product_version.as_str();
+    let endpoint = match route(state, req.method(), sub_path) {
+        RouteMatch::Found(e) => e,
+        RouteMatch::WrongMethod => return empty_response(StatusCode::METHOD_NOT_ALLOWED, version),
+        RouteMatch::NotFound => return empty_response(StatusCode::NOT_FOUND, version),
+    };
+    let identity = match auth::authenticate(req.headers(), &state.config) {
+        Ok(identity) => identity,
+        Err(_) => {
+            let mut resp = empty_response(StatusCode::UNAUTHORIZED, version);
+            resp.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Basic"),
+            );
+            return resp;
+        }
+    };
+    let answer = check_headers(req, endpoint)
+        .and_then(|()| check_permission(&identity, endpoint))
+        .and_then(|()| run_endpoint(state, req, body, endpoint, &identity));
+    match answer {
+        Ok((status, body)) => HttpResponse::build(status)
+            .insert_header(("Content-Type", "application/json; charset=utf-8"))
+            .insert_header(("x-keyfactor-product-version", version))
+            .body(body),
+        Err(e) => e.to_response(version),
+    }
+}
+
+fn check_permission(identity: &Identity, endpoint: Endpoint) -> Result<(), ApiError> {
+    if identity.has_permission(endpoint.permission()) {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied(&identity.name))
+    }
+}
+
+fn run_endpoint(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    endpoint: Endpoint,
+    identity: &Identity,
+) -> Answer {
+    match endpoint {
+        Endpoint::StatusEndpoints => status::endpoints(state),
+        Endpoint::MetadataFields => metadata::list(state, req.query_string()),
+        Endpoint::EnrollmentPatterns => patterns::list(state, req.query_string()),
+        Endpoint::EnrollmentCsr => enrollment::enroll(state, body, identity),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_base;
+
+    #[test]
+    fn base_path_is_case_insensitive() {
+        assert_eq!(
+            strip_base("/keyfactorapi/Status/Endpoints", "KeyfactorAPI"),
+            Some("/Status/Endpoints")
+        );
+        assert_eq!(strip_base("/KeyfactorAPIx/Status", "KeyfactorAPI"), None);
+        assert_eq!(strip_base("/Other/Status", "KeyfactorAPI"), None);
+        assert_eq!(strip_base("/KeyfactorAPI", "KeyfactorAPI"), Some(""));
+    }
+}

@@ -1,0 +1,476 @@
+//! Simulator configuration file (JSON): which users, roles, metadata fields, CAs, templates and
+//! enrollment patterns the simulated Command instance knows about.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Permission needed for `GET /MetadataFields`.
+pub const PERM_METADATA_READ: &str = "/metadata/types/read/";
+/// Permission needed for `GET /EnrollmentPatterns`.
+pub const PERM_PATTERN_READ: &str = "/enrollment_pattern/read/";
+/// Permission needed for `POST /Enrollment/CSR`.
+pub const PERM_ENROLL_CSR: &str = "/certificates/enrollment/csr/";
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File that failed.
+        path: String,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON for the schema.
+    #[error("cannot parse config {path}: {source}")]
+    Parse {
+        /// File that failed.
+        path: String,
+        /// Underlying JSON error.
+        source: serde_json::Error,
+    },
+    /// The file parsed but refers to things that do not exist or repeats names.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Which Command release the simulator behaves like (command-api.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum EmulatedVersion {
+    /// Command 25.1: enrollment patterns exist, CA optional with a pattern.
+    #[default]
+    #[serde(rename = "25.1")]
+    V25_1,
+    /// Command 24.4: no `/EnrollmentPatterns`, template and CA required.
+    #[serde(rename = "24.4")]
+    V24_4,
+}
+
+impl EmulatedVersion {
+    /// Whether enrollment patterns exist in this version.
+    pub fn has_patterns(self) -> bool {
+        self == EmulatedVersion::V25_1
+    }
+
+    /// Product version header value used when the config does not set one.
+    pub fn default_product_version(self) -> &'static str {
+        match self {
+            EmulatedVersion::V25_1 => "25.1.1.0",
+            EmulatedVersion::V24_4 => "24.4.0.0",
+        }
+    }
+}
+
+/// How the simulated CA answers an enrollment on a template or pattern (command-api.md §5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Issue the certificate at once (`ISSUED`).
+    #[default]
+    Issue,
+    /// Hold the request for approval (`PENDING`, no certificates).
+    Pending,
+    /// The CA delivers later (`EXTERNAL VALIDATION`, no certificates).
+    ExternalValidation,
+    /// The request is denied (`DENIED`, no certificates).
+    Deny,
+    /// The CA rejects the request: `400` with an error body.
+    #[serde(rename = "fail-400")]
+    Fail400,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Base path of the API (`KeyfactorAPI`), matched case-insensitively.
+    #[serde(default = "default_base_path")]
+    pub base_path: String,
+    /// Value of `x-keyfactor-product-version`; defaults per emulated version.
+    #[serde(default)]
+    pub product_version: Option<String>,
+    /// Emulated Command release, `"25.1"` (default) or `"24.4"`.
+    #[serde(default)]
+    pub version: EmulatedVersion,
+    /// Extra DNS names / IPs for the HTTPS server certificate.
+    #[serde(default)]
+    pub tls_hostnames: Vec<String>,
+    /// Basic-auth users.
+    #[serde(default)]
+    pub users: Vec<User>,
+    /// Security roles.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Metadata field definitions.
+    #[serde(default)]
+    pub metadata_fields: Vec<MetadataField>,
+    /// Certificate authorities.
+    #[serde(default)]
+    pub cas: Vec<Ca>,
+    /// Certificate templates.
+    #[serde(default)]
+    pub templates: Vec<Template>,
+    /// Enrollment patterns (25.1 only).
+    #[serde(default)]
+    pub enrollment_patterns: Vec<EnrollmentPattern>,
+}
+
+fn default_base_path() -> String {
+    "KeyfactorAPI".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_data_type() -> i64 {
+    1
+}
+
+/// A Basic-auth identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// `user` or `DOMAIN\user`, compared case-insensitively.
+    pub username: String,
+    /// Password, compared exactly.
+    pub password: String,
+    /// Name of the user's role; none means "authenticated but in no role".
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// A Command security role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    /// Role id (what `OwnerRoleId` refers to).
+    pub id: i64,
+    /// Role name (what `OwnerRoleName` and `allowed_roles` refer to).
+    pub name: String,
+    /// Permission paths such as `/certificates/enrollment/csr/`; a path grants everything below it.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+impl Role {
+    /// Whether this role holds `permission` (exactly or through a parent path).
+    pub fn grants(&self, permission: &str) -> bool {
+        let wanted = normalise_permission(permission);
+        self.permissions
+            .iter()
+            .map(|p| normalise_permission(p))
+            .any(|p| wanted.starts_with(&p))
+    }
+}
+
+fn normalise_permission(p: &str) -> String {
+    let mut s = p.trim().to_ascii_lowercase();
+    if !s.starts_with('/') {
+        s.insert(0, '/');
+    }
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    s
+}
+
+/// A metadata field definition (`GET /MetadataFields`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataField {
+    /// Field id.
+    pub id: i64,
+    /// Unique field name.
+    pub name: String,
+    /// Command data type enum; 1 = String, 2 = Integer, 3 = Date, 4 = Boolean.
+    #[serde(default = "default_data_type")]
+    pub data_type: i64,
+    /// Free text description.
+    #[serde(default)]
+    pub description: String,
+    /// Sort key of the default listing.
+    pub display_order: i64,
+}
+
+/// A certificate authority.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ca {
+    /// Logical name, e.g. `Sub-CA`.
+    pub logical_name: String,
+    /// Host name, e.g. `ca01.example.com`.
+    pub host: String,
+    /// Standalone CA: a pattern enrollment must then name the CA explicitly.
+    #[serde(default)]
+    pub standalone: bool,
+}
+
+impl Ca {
+    /// The `host\logical` form used in requests and records.
+    pub fn full_name(&self) -> String {
+        format!("{}\\{}", self.host, self.logical_name)
+    }
+}
+
+/// A certificate template.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Template id (shown in pattern objects).
+    pub id: i64,
+    /// Short name, what the `Template` request field carries.
+    pub short_name: String,
+    /// CAs the template is published on (`host\logical` or `logical`).
+    #[serde(default)]
+    pub cas: Vec<String>,
+    /// Role names allowed to enroll; empty means every role.
+    #[serde(default)]
+    pub allowed_roles: Vec<String>,
+    /// How enrollments on this template are answered.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// An enrollment pattern (Command 25.1+).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentPattern {
+    /// Pattern id (what `EnrollmentPatternId` carries).
+    pub id: i64,
+    /// Pattern name (what `QueryString=Name -eq "…"` matches).
+    pub name: String,
+    /// Short name of the pattern's template.
+    pub template: String,
+    /// Whether CSR enrollment (bit 2) is allowed.
+    #[serde(default = "default_true")]
+    pub csr_enabled: bool,
+    /// CAs the pattern may use; empty means the template's CAs.
+    #[serde(default)]
+    pub cas: Vec<String>,
+    /// Role names allowed to enroll; empty means every role.
+    #[serde(default)]
+    pub allowed_roles: Vec<String>,
+    /// Overrides the template's mode when set.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Free text description.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config: Config = serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The base path without surrounding slashes.
+    pub fn base(&self) -> &str {
+        self.base_path.trim_matches('/')
+    }
+
+    /// Product version string sent in `x-keyfactor-product-version`.
+    pub fn product_version(&self) -> String {
+        self.product_version
+            .clone()
+            .unwrap_or_else(|| self.version.default_product_version().to_string())
+    }
+
+    /// Finds a role by name (case-insensitive).
+    pub fn role_by_name(&self, name: &str) -> Option<&Role> {
+        self.roles
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Resolves a CA reference (`host\logical` or `logical`) to an index into `cas`.
+    pub fn resolve_ca(&self, reference: &str) -> Option<usize> {
+        let reference = reference.trim();
+        match reference.split_once('\\') {
+            Some((host, logical)) => self.cas.iter().position(|ca| {
+                ca.host.eq_ignore_ascii_case(host) && ca.logical_name.eq_ignore_ascii_case(logical)
+            }),
+            None => self
+                .cas
+                .iter()
+                .position(|ca| ca.logical_name.eq_ignore_ascii_case(reference)),
+        }
+    }
+
+    /// Finds a template by short name (case-insensitive).
+    pub fn template_by_name(&self, name: &str) -> Option<&Template> {
+        self.templates
+            .iter()
+            .find(|t| t.short_name.eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Finds an enrollment pattern by id.
+    pub fn pattern_by_id(&self, id: i64) -> Option<&EnrollmentPattern> {
+        self.enrollment_patterns.iter().find(|p| p.id == id)
+    }
+
+    /// Indices of the CAs a template is published on.
+    pub fn template_cas(&self, template: &Template) -> Vec<usize> {
+        dedup(template.cas.iter().filter_map(|c| self.resolve_ca(c)))
+    }
+
+    /// Indices of the CAs a pattern may use (its own list, else its template's).
+    pub fn pattern_cas(&self, pattern: &EnrollmentPattern) -> Vec<usize> {
+        if pattern.cas.is_empty() {
+            self.template_by_name(&pattern.template)
+                .map(|t| self.template_cas(t))
+                .unwrap_or_default()
+        } else {
+            dedup(pattern.cas.iter().filter_map(|c| self.resolve_ca(c)))
+        }
+    }
+
+    /// Checks cross references and uniqueness.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.base().is_empty() {
+            return bad("base_path must not be empty".into());
+        }
+        unique(self.roles.iter().map(|r| r.id.to_string()), "role id")?;
+        unique(self.roles.iter().map(|r| r.name.clone()), "role name")?;
+        unique(self.users.iter().map(|u| u.username.clone()), "username")?;
+        unique(
+            self.metadata_fields.iter().map(|f| f.name.clone()),
+            "metadata field name",
+        )?;
+        unique(
+            self.metadata_fields.iter().map(|f| f.id.to_string()),
+            "metadata field id",
+        )?;
+        unique(self.cas.iter().map(Ca::full_name), "CA")?;
+        unique(
+            self.templates.iter().map(|t| t.short_name.clone()),
+            "template name",
+        )?;
+        unique(
+            self.templates.iter().map(|t| t.id.to_string()),
+            "template id",
+        )?;
+        unique(
+            self.enrollment_patterns.iter().map(|p| p.id.to_string()),
+            "pattern id",
+        )?;
+        for user in &self.users {
+            if let Some(role) = &user.role {
+                if self.role_by_name(role).is_none() {
+                    return bad(format!("user {} has unknown role {role}", user.username));
+                }
+            }
+        }
+        for t in &self.templates {
+            for ca in &t.cas {
+                if self.resolve_ca(ca).is_none() {
+                    return bad(format!("template {} names unknown CA {ca}", t.short_name));
+                }
+            }
+            for role in &t.allowed_roles {
+                if self.role_by_name(role).is_none() {
+                    return bad(format!(
+                        "template {} allows unknown role {role}",
+                        t.short_name
+                    ));
+                }
+            }
+        }
+        for p in &self.enrollment_patterns {
+            if self.template_by_name(&p.template).is_none() {
+                return bad(format!(
+                    "pattern {} names unknown template {}",
+                    p.id, p.template
+                ));
+            }
+            for ca in &p.cas {
+                if self.resolve_ca(ca).is_none() {
+                    return bad(format!("pattern {} names unknown CA {ca}", p.id));
+                }
+            }
+            for role in &p.allowed_roles {
+                if self.role_by_name(role).is_none() {
+                    return bad(format!("pattern {} allows unknown role {role}", p.id));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dedup(items: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut out = Vec::new();
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+fn unique(items: impl Iterator<Item = String>, what: &str) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for item in items {
+        if !seen.insert(item.to_ascii_lowercase()) {
+            return Err(ConfigError::Invalid(format!("duplicate {what}: {item}")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.json");
+        let config = Config::load(&path).expect("default config loads");
+        assert_eq!(config.base(), "KeyfactorAPI");
+        assert_eq!(config.product_version(), "25.1.1.0");
+        assert!(config.metadata_fields.len() > 50);
+    }
+
+    #[test]
+    fn permission_prefixes_grant_children() {
+        let role = Role {
+            id: 1,
+            name: "r".into(),
+            permissions: vec!["/certificates".into()],
+        };
+        assert!(role.grants(PERM_ENROLL_CSR));
+        assert!(!role.grants(PERM_METADATA_READ));
+    }
+
+    #[test]
+    fn ca_references_resolve() {
+        let config: Config = serde_json::from_str(
+            r#"{"cas":[{"logical_name":"Sub-CA","host":"ca01.example.com"}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(config.resolve_ca("ca01.example.com\\sub-ca"), Some(0));
+        assert_eq!(config.resolve_ca("Sub-CA"), Some(0));
+        assert_eq!(config.resolve_ca("other\\Sub-CA"), None);
+        assert_eq!(config.resolve_ca("ca01.example.com\\"), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = serde_json::from_str::<Config>(r#"{"bogus":1}"#);
+        assert!(err.is_err());
+    }
+}
