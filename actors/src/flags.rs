@@ -68,6 +68,21 @@ pub struct Flags {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Go issuer compatibility: `json` or `console`; sets --log-format when given.
+    #[arg(long)]
+    pub zap_encoder: Option<String>,
+    /// Go issuer compatibility: `debug`, `info`, `error` or a number; sets --log-level when given.
+    #[arg(long)]
+    pub zap_log_level: Option<String>,
+    /// Go issuer compatibility: accepted, no effect (no development-mode logger here).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub zap_devel: Option<bool>,
+    /// Go issuer compatibility: accepted, no effect.
+    #[arg(long)]
+    pub zap_stacktrace_level: Option<String>,
+    /// Go issuer compatibility: accepted, no effect (timestamps are RFC 3339).
+    #[arg(long)]
+    pub zap_time_encoding: Option<String>,
     /// Enrollments in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
@@ -94,6 +109,26 @@ pub enum FlagError {
     /// --concurrency 0.
     #[error("--concurrency must be at least 1")]
     Concurrency,
+}
+
+impl Flags {
+    /// Effective log format: --zap-encoder (console → text) wins when given, as for Go users.
+    pub fn effective_log_format(&self) -> LogFormat {
+        match self.zap_encoder.as_deref() {
+            Some("console") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            _ => self.log_format.into(),
+        }
+    }
+
+    /// Effective log level: --zap-log-level when given (numbers above 0 mean debug).
+    pub fn effective_log_level(&self) -> String {
+        match self.zap_log_level.as_deref() {
+            Some(l) if l.parse::<i32>().is_ok_and(|n| n > 0) => "debug".into(),
+            Some(l) if !l.is_empty() => l.to_string(),
+            _ => self.log_level.clone(),
+        }
+    }
 }
 
 /// Settings every actor reads, validated once at start-up.
@@ -201,5 +236,20 @@ mod tests {
         assert!(
             !flags(&["--leader-elect=false", "--cluster-resource-namespace", "x"]).leader_elect
         );
+    }
+
+    #[test]
+    fn zap_flags_of_the_go_issuer_are_accepted() {
+        let f = flags(&[
+            "--zap-devel",
+            "--zap-encoder",
+            "console",
+            "--zap-log-level",
+            "debug",
+            "--zap-time-encoding",
+            "iso8601",
+        ]);
+        assert_eq!(f.effective_log_format(), LogFormat::Text);
+        assert_eq!(f.effective_log_level(), "debug");
     }
 }

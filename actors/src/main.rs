@@ -17,7 +17,7 @@ use command_issuer::telemetry;
 
 fn main() -> ExitCode {
     let flags = flags::Flags::parse();
-    telemetry::init(flags.log_format.into(), &flags.log_level);
+    telemetry::init(flags.effective_log_format(), &flags.effective_log_level());
     let settings = match flags.settings() {
         Ok(s) => s,
         Err(e) => {
