@@ -25,6 +25,7 @@ use crate::messages::{
 };
 use crate::registry::Registry;
 use crate::status_writer::StatusWriter;
+use command_issuer::metrics::Metrics;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -39,6 +40,8 @@ pub struct EnrollerDeps {
     pub registry: Addr<Registry>,
     /// Status and Events.
     pub writer: Addr<StatusWriter>,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +219,13 @@ impl Enroller {
                     .map(move |res, act, ctx| act.settle(ctx, key, res)),
             );
         }
+        self.deps.metrics.in_flight.set(self.in_flight as i64);
+        let waiting = self
+            .tracked
+            .values()
+            .filter(|t| t.state == State::Waiting)
+            .count();
+        self.deps.metrics.retry_queue.set(waiting as i64);
     }
 
     fn settle(&mut self, ctx: &mut Context<Self>, key: CrKey, res: Attempt) {
@@ -468,7 +478,11 @@ async fn enroll(
 ) -> Attempt {
     let pattern_id = match (sign.pattern_id, &sign.pattern_name) {
         (Some(id), _) => Some(id),
-        (None, Some(name)) => match command.enrollment_patterns_named(name, header).await {
+        (None, Some(name)) => match {
+            let r = command.enrollment_patterns_named(name, header).await;
+            deps.metrics.command_call("GET /EnrollmentPatterns", &r);
+            r
+        } {
             Ok(p) if p.len() == 1 => Some(p[0].id),
             Ok(p) if p.is_empty() => {
                 return Attempt::with(pending(format!("failed to sign: enrollment pattern failure: enrollment pattern not found: {name}"), Retry::Backoff), None)
@@ -498,7 +512,9 @@ async fn enroll(
     let now = jiff::Timestamp::now().to_string();
     let body = enrollment_body(csr_pem.to_string(), sign, pattern_id, predefined, now);
     info!(op_id, request = %key, url = %format!("{}/Enrollment/CSR", command.base_url()), metadata_fields = body.metadata.len(), "calling Command POST /Enrollment/CSR");
-    match command.enroll_csr(&body, header).await {
+    let result = command.enroll_csr(&body, header).await;
+    deps.metrics.command_call("POST /Enrollment/CSR", &result);
+    match result {
         Ok(resp) => {
             let info = &resp.certificate_information;
             info!(

@@ -3,6 +3,7 @@
 mod auth;
 mod enroller;
 mod flags;
+mod http;
 mod messages;
 mod probe;
 mod registry;

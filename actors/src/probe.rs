@@ -28,6 +28,7 @@ use crate::messages::{
 };
 use crate::registry::Registry;
 use crate::status_writer::StatusWriter;
+use command_issuer::metrics::{IssuerLabels, Metrics};
 
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -40,6 +41,8 @@ pub struct ProbeDeps {
     pub settings: Arc<Settings>,
     /// Where status goes.
     pub writer: Addr<StatusWriter>,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
 }
 
 /// One issuer's probe state.
@@ -188,6 +191,15 @@ async fn resolve(
     resolve_connection(spec, credentials, ca)
 }
 
+/// Metric labels of an issuer.
+pub fn issuer_labels(key: &IssuerKey) -> IssuerLabels {
+    IssuerLabels {
+        kind: key.kind.to_string(),
+        namespace: key.namespace.clone().unwrap_or_default(),
+        name: key.name.clone(),
+    }
+}
+
 fn references(spec: &IssuerSpec, ns: &str) -> References {
     let mut r = Vec::new();
     for (kind, name) in [
@@ -237,6 +249,7 @@ impl Probe {
         let client = self.deps.client.clone();
         let auth = self.auth.clone();
         let timeout = settings.command_timeout;
+        let metrics = self.deps.metrics.clone();
         let fut = async move {
             let conn = match resolve(client, &spec, &ns).await {
                 Ok(c) => c,
@@ -258,10 +271,14 @@ impl Probe {
                 Err(e) => return (Some(conn), Stage::Status(e)),
             };
             let command = CommandClient::new(http, conn.base_url());
-            if let Err(e) = command.status_endpoints(&header).await {
+            let status = command.status_endpoints(&header).await;
+            metrics.command_call("GET /Status/Endpoints", &status);
+            if let Err(e) = status {
                 return (Some(conn), Stage::Status(e));
             }
-            match command.metadata_fields(&header).await {
+            let fields = command.metadata_fields(&header).await;
+            metrics.command_call("GET /MetadataFields", &fields);
+            match fields {
                 Ok(fields) => (Some(conn), Stage::Done(supports_metadata(&fields))),
                 Err(e) => (Some(conn), Stage::Metadata(e)),
             }
@@ -331,6 +348,11 @@ impl Probe {
             );
         }
         self.conditions = conditions;
+        self.deps
+            .metrics
+            .issuer_ready
+            .get_or_create(&issuer_labels(&self.key))
+            .set(i64::from(ready));
         let supports = matches!(
             result,
             CheckResult::Healthy {

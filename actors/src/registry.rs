@@ -117,6 +117,10 @@ impl Handler<IssuerDeleted> for Registry {
     type Result = ();
     fn handle(&mut self, msg: IssuerDeleted, _: &mut Context<Self>) {
         if self.issuers.remove(&msg.key).is_some() {
+            self.deps
+                .metrics
+                .issuer_ready
+                .remove(&crate::probe::issuer_labels(&msg.key));
             info!(issuer = %msg.key, "issuer removed");
         }
     }

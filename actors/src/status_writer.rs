@@ -12,16 +12,19 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::messages::{ready_condition, WriteIssuerStatus, WriteRequestStatus};
+use command_issuer::metrics::{Metrics, OutcomeLabels};
+use std::sync::Arc;
 
 /// Owns the apiserver writes of status and Events.
 pub struct StatusWriter {
     client: Client,
     recorder: Recorder,
+    metrics: Arc<Metrics>,
 }
 
 impl StatusWriter {
     /// A writer reporting as controller `command-issuer` from this instance.
-    pub fn new(client: Client, instance: String) -> Self {
+    pub fn new(client: Client, instance: String, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance),
@@ -29,6 +32,7 @@ impl StatusWriter {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            metrics,
         }
     }
 }
@@ -83,6 +87,7 @@ impl Handler<WriteRequestStatus> for StatusWriter {
     fn handle(&mut self, msg: WriteRequestStatus, _: &mut Context<Self>) -> Self::Result {
         let client = self.client.clone();
         let recorder = self.recorder.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let cr: &CertificateRequest = &msg.cr;
             let ns = cr.metadata.namespace.clone().unwrap_or_default();
@@ -113,6 +118,22 @@ impl Handler<WriteRequestStatus> for StatusWriter {
                     || p.message.as_deref() != Some(message.as_str())
             });
             if changed {
+                metrics
+                    .enrollments
+                    .get_or_create(&OutcomeLabels {
+                        outcome: reason.to_ascii_lowercase(),
+                    })
+                    .inc();
+                if matches!(msg.outcome, CrOutcome::Issued { .. }) {
+                    let approved = cr
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Approved"));
+                    if let Some(t) = approved.and_then(|c| c.last_transition_time.as_ref()) {
+                        let secs = jiff::Timestamp::now().duration_since(t.0).as_secs_f64();
+                        metrics.enrollment_duration.observe(secs.max(0.0));
+                    }
+                }
                 let type_ = match msg.outcome {
                     CrOutcome::Issued { .. } => EventType::Normal,
                     _ => EventType::Warning,

@@ -14,10 +14,12 @@ use tracing::{info, warn};
 
 use crate::enroller::{Enroller, EnrollerDeps};
 use crate::flags::{Flags, Settings};
+use crate::http::{self, Readiness};
 use crate::probe::ProbeDeps;
 use crate::registry::{Registry, SetEnroller};
 use crate::status_writer::StatusWriter;
 use crate::watchers::{IssuerWatcher, ReferenceWatcher, RequestWatcher};
+use command_issuer::metrics::Metrics;
 
 async fn kube_client(flags: &Flags) -> anyhow::Result<Client> {
     let config = match &flags.kubeconfig {
@@ -47,6 +49,15 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
         .await
         .context("contacting the apiserver")?;
     let settings = Arc::new(settings);
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    http::start(
+        http::parse_bind(&flags.health_probe_bind_address)?,
+        http::parse_bind(&flags.metrics_bind_address)?,
+        readiness.clone(),
+        metrics.clone(),
+    )?;
+    metrics.leader.set(1);
     info!(
         apiserver = %version.git_version, cluster_resource_namespace = %settings.cluster_resource_namespace,
         concurrency = settings.concurrency, approval_check = settings.check_approval,
@@ -54,11 +65,12 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
     );
     let instance = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("command-issuer-{}", std::process::id()));
-    let writer = StatusWriter::new(client.clone(), instance).start();
+    let writer = StatusWriter::new(client.clone(), instance, metrics.clone()).start();
     let registry = Registry::new(ProbeDeps {
         client: client.clone(),
         settings: settings.clone(),
         writer: writer.clone(),
+        metrics: metrics.clone(),
     })
     .start();
     let enroller = Enroller::new(EnrollerDeps {
@@ -66,14 +78,15 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
         settings: settings.clone(),
         registry: registry.clone(),
         writer,
+        metrics: metrics.clone(),
     })
     .start();
     registry.do_send(SetEnroller(enroller.clone()));
 
-    let (c, r) = (client.clone(), registry.clone());
-    Supervisor::start(move |_| IssuerWatcher::<Issuer>::new(c, r));
-    let (c, r) = (client.clone(), registry.clone());
-    Supervisor::start(move |_| IssuerWatcher::<ClusterIssuer>::new(c, r));
+    let (c, r, rd) = (client.clone(), registry.clone(), readiness.clone());
+    Supervisor::start(move |_| IssuerWatcher::<Issuer>::new(c, r, rd));
+    let (c, r, rd) = (client.clone(), registry.clone(), readiness.clone());
+    Supervisor::start(move |_| IssuerWatcher::<ClusterIssuer>::new(c, r, rd));
     let secret_ns = (!settings.secret_access_at_cluster_level)
         .then(|| settings.cluster_resource_namespace.clone());
     let (c, r, ns) = (client.clone(), registry.clone(), secret_ns.clone());
@@ -84,7 +97,7 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
     let (c, r) = (client.clone(), registry.clone());
     Supervisor::start(move |_| ReferenceWatcher::<ConfigMap>::new(c, cm_ns, r));
     let (c, check) = (client.clone(), settings.check_approval);
-    Supervisor::start(move |_| RequestWatcher::new(c, enroller, check));
+    Supervisor::start(move |_| RequestWatcher::new(c, enroller, check, readiness));
 
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;

@@ -18,11 +18,14 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::enroller::Enroller;
+use crate::http::Readiness;
 use crate::messages::{
     CrKey, Enroll, Forget, IssuerDeleted, IssuerKey, IssuerUpserted, IssuersListed,
     ReferenceChanged,
 };
 use crate::registry::Registry;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Our two issuer kinds, seen through one interface so one watcher type serves both.
 pub trait IssuerObject:
@@ -74,16 +77,18 @@ impl IssuerObject for ClusterIssuer {
 pub struct IssuerWatcher<K: IssuerObject> {
     client: Client,
     registry: Addr<Registry>,
+    readiness: Arc<Readiness>,
     listing: Vec<IssuerKey>,
     _kind: PhantomData<K>,
 }
 
 impl<K: IssuerObject> IssuerWatcher<K> {
     /// A watcher feeding this registry.
-    pub fn new(client: Client, registry: Addr<Registry>) -> Self {
+    pub fn new(client: Client, registry: Addr<Registry>, readiness: Arc<Readiness>) -> Self {
         Self {
             client,
             registry,
+            readiness,
             listing: Vec::new(),
             _kind: PhantomData,
         }
@@ -126,10 +131,19 @@ impl<K: IssuerObject> StreamHandler<Result<Event<K>, watcher::Error>> for Issuer
             }
             Ok(Event::Delete(o)) => self.registry.do_send(IssuerDeleted { key: Self::key(&o) }),
             Ok(Event::Init) => self.listing.clear(),
-            Ok(Event::InitDone) => self.registry.do_send(IssuersListed {
-                kind: K::KIND,
-                keys: std::mem::take(&mut self.listing),
-            }),
+            Ok(Event::InitDone) => {
+                self.registry.do_send(IssuersListed {
+                    kind: K::KIND,
+                    keys: std::mem::take(&mut self.listing),
+                });
+                match K::KIND {
+                    IssuerKind::Issuer => self.readiness.issuers.store(true, Ordering::Relaxed),
+                    IssuerKind::ClusterIssuer => self
+                        .readiness
+                        .cluster_issuers
+                        .store(true, Ordering::Relaxed),
+                }
+            }
             Err(e) => warn!(kind = %K::KIND, error = %e, "watch error; retrying with backoff"),
         }
     }
@@ -145,15 +159,22 @@ pub struct RequestWatcher {
     client: Client,
     enroller: Addr<Enroller>,
     check_approval: bool,
+    readiness: Arc<Readiness>,
 }
 
 impl RequestWatcher {
     /// A watcher feeding this enroller.
-    pub fn new(client: Client, enroller: Addr<Enroller>, check_approval: bool) -> Self {
+    pub fn new(
+        client: Client,
+        enroller: Addr<Enroller>,
+        check_approval: bool,
+        readiness: Arc<Readiness>,
+    ) -> Self {
         Self {
             client,
             enroller,
             check_approval,
+            readiness,
         }
     }
 }
@@ -197,7 +218,8 @@ impl StreamHandler<Result<Event<CertificateRequest>, watcher::Error>> for Reques
                     name: cr.name_any(),
                 },
             }),
-            Ok(Event::Init) | Ok(Event::InitDone) => {}
+            Ok(Event::InitDone) => self.readiness.requests.store(true, Ordering::Relaxed),
+            Ok(Event::Init) => {}
             Err(e) => {
                 warn!(kind = "CertificateRequest", error = %e, "watch error; retrying with backoff")
             }

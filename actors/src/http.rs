@@ -1,0 +1,144 @@
+//! The probe and metrics listeners: `/healthz` (process alive), `/readyz` (watches synced,
+//! leader or standby), `/metrics` (Prometheus text).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+use command_issuer::metrics::Metrics;
+use tracing::info;
+
+/// What `/readyz` reports: each watch has delivered its first full list.
+#[derive(Default, Debug)]
+pub struct Readiness {
+    /// Issuers listed.
+    pub issuers: AtomicBool,
+    /// ClusterIssuers listed.
+    pub cluster_issuers: AtomicBool,
+    /// CertificateRequests listed.
+    pub requests: AtomicBool,
+}
+
+impl Readiness {
+    /// Names of the watches not synced yet; empty when ready.
+    pub fn missing(&self) -> Vec<&'static str> {
+        [
+            ("Issuer", &self.issuers),
+            ("ClusterIssuer", &self.cluster_issuers),
+            ("CertificateRequest", &self.requests),
+        ]
+        .into_iter()
+        .filter(|(_, b)| !b.load(Ordering::Relaxed))
+        .map(|(n, _)| n)
+        .collect()
+    }
+}
+
+/// Go-style listen address: `:8081` means every interface; `0` disables.
+pub fn parse_bind(addr: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if addr == "0" || addr.is_empty() {
+        return Ok(None);
+    }
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
+    full.parse()
+        .map(Some)
+        .with_context(|| format!("invalid listen address {addr:?}"))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+async fn readyz(r: web::Data<Arc<Readiness>>) -> HttpResponse {
+    let missing = r.missing();
+    if missing.is_empty() {
+        HttpResponse::Ok().content_type("text/plain").body("ok")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!(
+                "waiting for the first list of: {}",
+                missing.join(", ")
+            ))
+    }
+}
+
+async fn metrics(m: web::Data<Arc<Metrics>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(m.encode())
+}
+
+/// Starts the listeners that are configured; logs the bound addresses (port 0 picks one).
+pub fn start(
+    probe_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    readiness: Arc<Readiness>,
+    metrics_state: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    if let Some(addr) = probe_addr {
+        let r = readiness.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(r.clone()))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(addr)
+        .with_context(|| format!("binding the probe listener {addr}"))?;
+        info!(addr = ?server.addrs(), "serving /healthz and /readyz");
+        actix_rt::spawn(server.run());
+    }
+    if let Some(addr) = metrics_addr {
+        let m = metrics_state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(m.clone()))
+                .route("/metrics", web::get().to(metrics))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(addr)
+        .with_context(|| format!("binding the metrics listener {addr}"))?;
+        info!(addr = ?server.addrs(), "serving /metrics");
+        actix_rt::spawn(server.run());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_forms() {
+        assert_eq!(parse_bind("0").unwrap(), None);
+        assert_eq!(
+            parse_bind(":8081").unwrap(),
+            Some("0.0.0.0:8081".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind("127.0.0.1:0").unwrap(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        assert!(parse_bind("nope").is_err());
+    }
+
+    #[test]
+    fn readiness_lists_missing_watches() {
+        let r = Readiness::default();
+        assert_eq!(r.missing().len(), 3);
+        r.issuers.store(true, Ordering::Relaxed);
+        r.cluster_issuers.store(true, Ordering::Relaxed);
+        r.requests.store(true, Ordering::Relaxed);
+        assert!(r.missing().is_empty());
+    }
+}
