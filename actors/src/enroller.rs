@@ -11,8 +11,8 @@ use command_issuer::command::{build_http_client, CommandClient, CommandError};
 use command_issuer::config::{sign_config, ConnectionConfig, SignConfig};
 use command_issuer::pki::parse_csr;
 use command_issuer::request::{
-    enrollment_body, enrollment_failure, gate, outcome_from_response, predefined_metadata,
-    CrOutcome, Gate, MetadataContext, Retry,
+    enrollment_body, enrollment_failure, gate, outcome_from_response, pick_pattern,
+    predefined_metadata, CrOutcome, Gate, MetadataContext, Retry,
 };
 use kube::{Api, Client, ResourceExt};
 use secrecy::SecretString;
@@ -478,26 +478,14 @@ async fn enroll(
 ) -> Attempt {
     let pattern_id = match (sign.pattern_id, &sign.pattern_name) {
         (Some(id), _) => Some(id),
-        (None, Some(name)) => match {
+        (None, Some(name)) => {
             let r = command.enrollment_patterns_named(name, header).await;
             deps.metrics.command_call("GET /EnrollmentPatterns", &r);
-            r
-        } {
-            Ok(p) if p.len() == 1 => Some(p[0].id),
-            Ok(p) if p.is_empty() => {
-                return Attempt::with(pending(format!("failed to sign: enrollment pattern failure: enrollment pattern not found: {name}"), Retry::Backoff), None)
+            match pick_pattern(name, r) {
+                Ok(id) => Some(id),
+                Err(m) => return Attempt::with(pending(m, Retry::Backoff), None),
             }
-            Ok(_) => {
-                return Attempt::with(pending(format!("failed to sign: enrollment pattern failure: multiple enrollment patterns found: {name}"), Retry::Backoff), None)
-            }
-            Err(e) => {
-                let details = match &e {
-                    CommandError::Status { body, .. } => body.clone(),
-                    other => other.to_string(),
-                };
-                return Attempt::with(pending(format!("failed to sign: enrollment pattern failure: error fetching enrollment patterns from Command: {e}. Details: {details}: {e}"), Retry::Backoff), None);
-            }
-        },
+        }
         (None, None) => None,
     };
     let predefined = snap.supports_metadata.then(|| {

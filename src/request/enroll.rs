@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::api::IssuerKind;
-use crate::command::{CommandError, EnrollCsrRequest};
+use crate::command::{CommandError, EnrollCsrRequest, EnrollmentPattern};
 use crate::config::SignConfig;
 use crate::GROUP;
 
@@ -105,8 +105,54 @@ pub fn enrollment_failure(
     format!("command enrollment failure: {}: {err}", hints.join(" "))
 }
 
+/// Exactly one pattern of that name is required (product.md §10.1 step 4); the error is the
+/// request's Pending message.
+pub fn pick_pattern(
+    name: &str,
+    found: Result<Vec<EnrollmentPattern>, CommandError>,
+) -> Result<i32, String> {
+    let prefix = "failed to sign: enrollment pattern failure";
+    match found {
+        Ok(p) if p.len() == 1 => Ok(p[0].id),
+        Ok(p) if p.is_empty() => Err(format!("{prefix}: enrollment pattern not found: {name}")),
+        Ok(_) => Err(format!(
+            "{prefix}: multiple enrollment patterns found: {name}"
+        )),
+        Err(e) => {
+            let details = match &e {
+                CommandError::Status { body, .. } => body.clone(),
+                other => other.to_string(),
+            };
+            Err(format!("{prefix}: error fetching enrollment patterns from Command: {e}. Details: {details}: {e}"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pattern_lookup_outcomes() {
+        let p = |id| EnrollmentPattern {
+            id,
+            name: "P".into(),
+        };
+        assert_eq!(pick_pattern("P", Ok(vec![p(3)])), Ok(3));
+        assert_eq!(
+            pick_pattern("P", Ok(vec![])).unwrap_err(),
+            "failed to sign: enrollment pattern failure: enrollment pattern not found: P"
+        );
+        assert_eq!(
+            pick_pattern("P", Ok(vec![p(1), p(2)])).unwrap_err(),
+            "failed to sign: enrollment pattern failure: multiple enrollment patterns found: P"
+        );
+        let e = CommandError::Status {
+            status: 403,
+            reason: "Forbidden".into(),
+            body: "{}".into(),
+        };
+        assert_eq!(pick_pattern("P", Err(e)).unwrap_err(), "failed to sign: enrollment pattern failure: error fetching enrollment patterns from Command: 403 Forbidden. Details: {}: 403 Forbidden");
+    }
+
     use super::*;
 
     fn sign() -> SignConfig {

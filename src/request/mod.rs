@@ -4,6 +4,8 @@ mod enroll;
 mod gate;
 mod status;
 
-pub use enroll::{enrollment_body, enrollment_failure, predefined_metadata, MetadataContext};
+pub use enroll::{
+    enrollment_body, enrollment_failure, pick_pattern, predefined_metadata, MetadataContext,
+};
 pub use gate::{gate, is_approved, Gate};
 pub use status::{outcome_from_response, status_apply, CrOutcome, Retry};
