@@ -9,6 +9,7 @@ pub mod command;
 pub mod conditions;
 pub mod config;
 pub mod health;
+pub mod leader;
 pub mod metrics;
 pub mod pki;
 pub mod request;

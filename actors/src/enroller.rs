@@ -42,6 +42,8 @@ pub struct EnrollerDeps {
     pub writer: Addr<StatusWriter>,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
+    /// True while this process may enroll and write.
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +172,21 @@ impl Handler<Forget> for Enroller {
     }
 }
 
+impl Handler<crate::messages::LeadershipChanged> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: crate::messages::LeadershipChanged, ctx: &mut Context<Self>) {
+        if msg.leading {
+            // Copies taken while standing by may be stale (the old leader may have finished
+            // them): re-read every queued request before acting.
+            for t in self.tracked.values_mut() {
+                t.cr = None;
+            }
+            info!(queued = self.queue.len(), "leading: starting enrollments");
+            self.pump(ctx);
+        }
+    }
+}
+
 impl Handler<IssuerReady> for Enroller {
     type Result = ();
     fn handle(&mut self, msg: IssuerReady, ctx: &mut Context<Self>) {
@@ -193,6 +210,9 @@ impl Handler<IssuerReady> for Enroller {
 
 impl Enroller {
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if !self.deps.leading.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         while self.in_flight < self.deps.settings.concurrency {
             let Some(key) = self.queue.pop_front() else {
                 break;

@@ -38,6 +38,9 @@ pub struct Flags {
     /// Lease-based leader election so extra replicas stand by.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: bool,
+    /// Namespace of the leader-election Lease; default: the cluster resource namespace.
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
     /// Serve metrics over TLS.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub metrics_secure: bool,

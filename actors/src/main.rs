@@ -4,6 +4,7 @@ mod auth;
 mod enroller;
 mod flags;
 mod http;
+mod leader;
 mod messages;
 mod probe;
 mod registry;

@@ -98,6 +98,16 @@ pub struct CheckNow {
     pub spec: IssuerSpec,
     /// Why, for the log.
     pub why: &'static str,
+    /// Write status even when unchanged (a new leader takes over).
+    pub force_write: bool,
+}
+
+/// Leader elector → enroller, registry: this process may (or may no longer) write.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct LeadershipChanged {
+    /// True when this process now holds the lease.
+    pub leading: bool,
 }
 
 /// Probe → registry: outcome of a check.

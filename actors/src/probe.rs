@@ -43,6 +43,8 @@ pub struct ProbeDeps {
     pub writer: Addr<StatusWriter>,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
+    /// True while this process may write status.
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One issuer's probe state.
@@ -58,6 +60,7 @@ pub struct Probe {
     recheck: bool,
     timer: Option<SpawnHandle>,
     failures: u32,
+    force_write: bool,
 }
 
 impl Probe {
@@ -82,6 +85,7 @@ impl Probe {
             recheck: false,
             timer: None,
             failures: 0,
+            force_write: false,
         }
     }
 }
@@ -105,6 +109,7 @@ impl Handler<CheckNow> for Probe {
     type Result = ();
     fn handle(&mut self, msg: CheckNow, ctx: &mut Context<Self>) {
         self.spec = msg.spec;
+        self.force_write |= msg.force_write;
         if self.running {
             self.recheck = true;
         } else {
@@ -325,7 +330,9 @@ impl Probe {
             warn!(issuer = %self.key, detail = %result.ready_message(), "issuer not ready");
         }
         let message = result.ready_message();
-        if conditions != self.conditions || transition {
+        let leading = self.deps.leading.load(std::sync::atomic::Ordering::SeqCst);
+        if leading && (conditions != self.conditions || transition || self.force_write) {
+            self.force_write = false;
             let write = self.deps.writer.send(WriteIssuerStatus {
                 key: self.key.clone(),
                 conditions: conditions.clone(),

@@ -11,6 +11,7 @@ use tracing::{debug, info};
 
 use crate::auth::AuthActor;
 use crate::enroller::Enroller;
+use crate::messages::LeadershipChanged;
 use crate::messages::{
     CheckNow, IssuerDeleted, IssuerHealth, IssuerKey, IssuerReady, IssuerSnapshot, IssuerUpserted,
     IssuersListed, ReferenceChanged, ResolveError, ResolveIssuer,
@@ -77,6 +78,7 @@ impl Handler<IssuerUpserted> for Registry {
                     e.spec = msg.spec.clone();
                     e.generation = msg.generation;
                     e.probe.do_send(CheckNow {
+                        force_write: false,
                         spec: msg.spec,
                         why: "spec changed",
                     });
@@ -168,8 +170,24 @@ impl Handler<ReferenceChanged> for Registry {
             {
                 debug!(issuer = %key, object = %format!("{} {}/{}", msg.kind, msg.namespace, msg.name), "referenced object changed");
                 e.probe.do_send(CheckNow {
+                    force_write: false,
                     spec: e.spec.clone(),
                     why: "referenced Secret or ConfigMap changed",
+                });
+            }
+        }
+    }
+}
+
+impl Handler<LeadershipChanged> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: LeadershipChanged, _: &mut Context<Self>) {
+        if msg.leading {
+            for e in self.issuers.values() {
+                e.probe.do_send(CheckNow {
+                    force_write: true,
+                    spec: e.spec.clone(),
+                    why: "became leader",
                 });
             }
         }

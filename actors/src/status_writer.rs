@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::messages::{ready_condition, WriteIssuerStatus, WriteRequestStatus};
 use command_issuer::metrics::{Metrics, OutcomeLabels};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Owns the apiserver writes of status and Events.
@@ -20,11 +21,17 @@ pub struct StatusWriter {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    leading: Arc<AtomicBool>,
 }
 
 impl StatusWriter {
     /// A writer reporting as controller `command-issuer` from this instance.
-    pub fn new(client: Client, instance: String, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        instance: String,
+        metrics: Arc<Metrics>,
+        leading: Arc<AtomicBool>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance),
@@ -33,6 +40,7 @@ impl StatusWriter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            leading,
         }
     }
 }
@@ -85,6 +93,9 @@ fn truncate(mut s: String, max: usize) -> String {
 impl Handler<WriteRequestStatus> for StatusWriter {
     type Result = ResponseFuture<Result<(), String>>;
     fn handle(&mut self, msg: WriteRequestStatus, _: &mut Context<Self>) -> Self::Result {
+        if !self.leading.load(Ordering::SeqCst) {
+            return Box::pin(async { Err("not the leader: status not written".to_string()) });
+        }
         let client = self.client.clone();
         let recorder = self.recorder.clone();
         let metrics = self.metrics.clone();
@@ -155,6 +166,9 @@ impl Handler<WriteRequestStatus> for StatusWriter {
 impl Handler<WriteIssuerStatus> for StatusWriter {
     type Result = ResponseFuture<Result<(), String>>;
     fn handle(&mut self, msg: WriteIssuerStatus, _: &mut Context<Self>) -> Self::Result {
+        if !self.leading.load(Ordering::SeqCst) {
+            return Box::pin(async { Err("not the leader: status not written".to_string()) });
+        }
         let client = self.client.clone();
         let recorder = self.recorder.clone();
         Box::pin(async move {

@@ -10,16 +10,18 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::enroller::{Enroller, EnrollerDeps};
 use crate::flags::{Flags, Settings};
 use crate::http::{self, Readiness};
+use crate::leader::LeaderElector;
 use crate::probe::ProbeDeps;
 use crate::registry::{Registry, SetEnroller};
 use crate::status_writer::StatusWriter;
 use crate::watchers::{IssuerWatcher, ReferenceWatcher, RequestWatcher};
 use command_issuer::metrics::Metrics;
+use std::sync::atomic::AtomicBool;
 
 async fn kube_client(flags: &Flags) -> anyhow::Result<Client> {
     let config = match &flags.kubeconfig {
@@ -40,9 +42,6 @@ async fn kube_client(flags: &Flags) -> anyhow::Result<Client> {
 /// Starts the actor system and blocks until a termination signal.
 pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if flags.leader_elect {
-        warn!("--leader-elect is accepted but leader election is not implemented yet; run one replica");
-    }
     let client = kube_client(&flags).await?;
     let version = client
         .apiserver_version()
@@ -57,7 +56,8 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
         readiness.clone(),
         metrics.clone(),
     )?;
-    metrics.leader.set(1);
+    let leading = Arc::new(AtomicBool::new(!flags.leader_elect));
+    metrics.leader.set(i64::from(!flags.leader_elect));
     info!(
         apiserver = %version.git_version, cluster_resource_namespace = %settings.cluster_resource_namespace,
         concurrency = settings.concurrency, approval_check = settings.check_approval,
@@ -65,12 +65,19 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
     );
     let instance = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("command-issuer-{}", std::process::id()));
-    let writer = StatusWriter::new(client.clone(), instance, metrics.clone()).start();
+    let writer = StatusWriter::new(
+        client.clone(),
+        instance.clone(),
+        metrics.clone(),
+        leading.clone(),
+    )
+    .start();
     let registry = Registry::new(ProbeDeps {
         client: client.clone(),
         settings: settings.clone(),
         writer: writer.clone(),
         metrics: metrics.clone(),
+        leading: leading.clone(),
     })
     .start();
     let enroller = Enroller::new(EnrollerDeps {
@@ -79,9 +86,20 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
         registry: registry.clone(),
         writer,
         metrics: metrics.clone(),
+        leading: leading.clone(),
     })
     .start();
     registry.do_send(SetEnroller(enroller.clone()));
+    if flags.leader_elect {
+        let ns = flags
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| settings.cluster_resource_namespace.clone());
+        let identity = format!("{instance}_{}", uuid::Uuid::new_v4());
+        let listeners = vec![enroller.clone().recipient(), registry.clone().recipient()];
+        let (c, l, m) = (client.clone(), leading.clone(), metrics.clone());
+        LeaderElector::new(c, &ns, identity, l, m, listeners).start();
+    }
 
     let (c, r, rd) = (client.clone(), registry.clone(), readiness.clone());
     Supervisor::start(move |_| IssuerWatcher::<Issuer>::new(c, r, rd));
