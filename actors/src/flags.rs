@@ -27,7 +27,7 @@ impl From<LogFormatArg> for LogFormat {
 
 /// command-issuer: a cert-manager external issuer for Keyfactor Command.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "command-issuer", version)]
+#[command(name = "command-issuer", version, args_override_self = true)]
 pub struct Flags {
     /// Prometheus metrics listener ("0" disables).
     #[arg(long, default_value = ":8080")]

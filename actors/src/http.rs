@@ -94,7 +94,9 @@ pub fn start(
         .disable_signals()
         .bind(addr)
         .with_context(|| format!("binding the probe listener {addr}"))?;
-        info!(addr = ?server.addrs(), "serving /healthz and /readyz");
+        for a in server.addrs() {
+            info!(addr = %a, "serving /healthz and /readyz");
+        }
         actix_rt::spawn(server.run());
     }
     if let Some(addr) = metrics_addr {
@@ -108,7 +110,9 @@ pub fn start(
         .disable_signals()
         .bind(addr)
         .with_context(|| format!("binding the metrics listener {addr}"))?;
-        info!(addr = ?server.addrs(), "serving /metrics");
+        for a in server.addrs() {
+            info!(addr = %a, "serving /metrics");
+        }
         actix_rt::spawn(server.run());
     }
     Ok(())
