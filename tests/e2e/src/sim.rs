@@ -1,0 +1,233 @@
+//! The Keyfactor Command simulator (`command-sim`) as a child process plus its admin API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::http::{HttpClient, Response};
+use crate::paths::{bin_path, fresh_temp_dir, keep_requested};
+use crate::process::{ManagedProcess, STOP_GRACE};
+use crate::wait::{log, try_wait_for};
+
+/// Bound on the simulator writing ready.json.
+pub const SIM_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Contents of `STATE_DIR/ready.json`, written atomically by the simulator once it listens.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SimReady {
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Listening port.
+    pub port: u16,
+    /// PEM file of the CA that signed the simulator's TLS certificate.
+    pub tls_ca: PathBuf,
+    /// PEM file of the simulated PKI's root.
+    pub pki_root: PathBuf,
+    /// PEM file of the simulated PKI's issuing CA.
+    pub pki_issuing: PathBuf,
+}
+
+/// A running simulator; killed on drop, its state dir removed unless kept.
+#[derive(Debug)]
+pub struct Sim {
+    process: ManagedProcess,
+    dir: PathBuf,
+    ready: SimReady,
+    tls_ca_pem: String,
+    root_pem: String,
+    issuing_pem: String,
+    http: HttpClient,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+impl Sim {
+    /// Starts `command-sim --config CONFIG --listen 127.0.0.1:0` in a fresh state dir and waits
+    /// (bounded) for its ready.json, so tests get its URL, trust anchors and admin API.
+    pub async fn start(config_path: &Path) -> Result<Self> {
+        Self::start_with_args(config_path, &[]).await
+    }
+
+    /// Starts with the default config (`tests/command-sim/config/default.json`).
+    pub async fn start_default() -> Result<Self> {
+        Self::start(&crate::paths::default_sim_config()).await
+    }
+
+    /// Like [`Sim::start`] with extra CLI flags (e.g. `--pki-dir DIR`).
+    pub async fn start_with_args(config_path: &Path, extra: &[&str]) -> Result<Self> {
+        let t = Instant::now();
+        if !config_path.is_file() {
+            bail!("simulator config {} not found", config_path.display());
+        }
+        let dir = fresh_temp_dir("command-sim")?;
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state)?;
+        let mut cmd = Command::new(bin_path("command-sim")?);
+        cmd.arg("--config")
+            .arg(config_path)
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&state)
+            .args(extra);
+        let mut process = ManagedProcess::spawn("command-sim", cmd, &dir.join("sim.log"))?;
+        let ready_path = state.join("ready.json");
+        let ready: SimReady = try_wait_for(SIM_START_TIMEOUT, "command-sim ready.json", || {
+            let ok = process.ensure_running();
+            let ready_path = ready_path.clone();
+            async move {
+                ok?;
+                // Written atomically (rename), so a present file is complete.
+                Ok(std::fs::read(&ready_path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<SimReady>(&b).ok()))
+            }
+        })
+        .await
+        .inspect_err(|_| keep_dir_note(&dir))?;
+        let tls_ca_pem = read(&ready.tls_ca)?;
+        let root_pem = read(&ready.pki_root)?;
+        let issuing_pem = read(&ready.pki_issuing)?;
+        let host_port = format!("127.0.0.1:{}", ready.port);
+        let http = HttpClient::tls(&host_port, &tls_ca_pem, "127.0.0.1")?;
+        log(format!(
+            "command-sim ready at {} in {:.2?} (log {})",
+            ready.url,
+            t.elapsed(),
+            process.log_path().display()
+        ));
+        Ok(Self {
+            process,
+            dir,
+            ready,
+            tls_ca_pem,
+            root_pem,
+            issuing_pem,
+            http,
+        })
+    }
+
+    /// `https://127.0.0.1:PORT`, the Command hostname/URL to configure issuers with.
+    pub fn url(&self) -> &str {
+        &self.ready.url
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.ready.port)
+    }
+
+    /// Listening port.
+    pub fn port(&self) -> u16 {
+        self.ready.port
+    }
+
+    /// PEM of the CA behind the simulator's TLS certificate (goes into the issuer's caSecret).
+    pub fn tls_ca_pem(&self) -> &str {
+        &self.tls_ca_pem
+    }
+
+    /// PEM of the simulated PKI root, the anchor for verifying issued chains.
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// PEM of the simulated issuing CA.
+    pub fn issuing_pem(&self) -> &str {
+        &self.issuing_pem
+    }
+
+    /// The parsed ready.json.
+    pub fn ready(&self) -> &SimReady {
+        &self.ready
+    }
+
+    /// Dir holding the state dir and `sim.log`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// HTTPS client trusting the simulator, for calls the helpers below do not cover.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// Number of enrollments the simulator recorded for this CSR (SHA-256 of its DER), to
+    /// prove a request was (or was not) sent to Command, and how often.
+    pub async fn enrollment_count(&self, csr_der: &[u8]) -> Result<u64> {
+        let hash: String = Sha256::digest(csr_der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        #[derive(Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let c: Count = self
+            .http
+            .get(&format!("/_sim/enrollments/count?csr_sha256={hash}"))
+            .await?
+            .json()?;
+        Ok(c.count)
+    }
+
+    /// Every enrollment recorded (`GET /_sim/enrollments`).
+    pub async fn enrollments(&self) -> Result<Vec<Value>> {
+        self.http.get("/_sim/enrollments").await?.json()
+    }
+
+    /// Every API request recorded (`GET /_sim/requests`).
+    pub async fn requests(&self) -> Result<Vec<Value>> {
+        self.http.get("/_sim/requests").await?.json()
+    }
+
+    /// Clears the recorded enrollments and requests (`POST /_sim/reset`).
+    pub async fn reset(&self) -> Result<()> {
+        let _: Value = self.http.post("/_sim/reset", None).await?.json()?;
+        Ok(())
+    }
+
+    /// POST to an admin path (e.g. `/_sim/enrollments/ID/issue`) and return the raw response.
+    pub async fn admin_post(&self, path: &str, body: Option<&Value>) -> Result<Response> {
+        self.http.post(path, body).await
+    }
+
+    /// Its log so far.
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
+
+    /// SIGTERM and bounded wait, for outage tests.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.process.stop(STOP_GRACE)
+    }
+
+    /// SIGKILL, for crash tests.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        self.process.kill()
+    }
+}
+
+fn keep_dir_note(dir: &Path) {
+    eprintln!("[e2e] command-sim dir kept: {}", dir.display());
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.process.kill();
+        if keep_requested() || std::thread::panicking() {
+            eprintln!(
+                "[e2e] keeping command-sim dir {} (sim.log); last lines:\n{}",
+                self.dir.display(),
+                self.process.log_tail(20)
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
