@@ -312,7 +312,14 @@ impl Probe {
         refs: References,
         schedule: HealthSchedule,
     ) {
-        self.running = false;
+        if self.recheck {
+            // The spec or a referenced object changed during this check: its result is stale,
+            // so neither write nor announce it; check again with what is current.
+            self.running = false;
+            self.recheck = false;
+            self.run_check(ctx, "change during check");
+            return;
+        }
         let ready = result.is_ready();
         let (conditions, transition) =
             issuer_conditions(&self.conditions, &result, Time(jiff::Timestamp::now()));
@@ -331,29 +338,17 @@ impl Probe {
         }
         let message = result.ready_message();
         let leading = self.deps.leading.load(std::sync::atomic::Ordering::SeqCst);
-        if leading && (conditions != self.conditions || transition || self.force_write) {
-            self.force_write = false;
-            let write = self.deps.writer.send(WriteIssuerStatus {
-                key: self.key.clone(),
-                conditions: conditions.clone(),
-                transition,
-                ready,
-                message,
+        let write = (leading && (conditions != self.conditions || transition || self.force_write))
+            .then(|| {
+                self.deps.writer.send(WriteIssuerStatus {
+                    key: self.key.clone(),
+                    conditions: conditions.clone(),
+                    transition,
+                    ready,
+                    message,
+                })
             });
-            let key = self.key.clone();
-            ctx.spawn(
-                async move {
-                    match write.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            warn!(issuer = %key, error = %e, "issuer status write failed")
-                        }
-                        Err(e) => warn!(issuer = %key, error = %e, "status writer unavailable"),
-                    }
-                }
-                .into_actor(self),
-            );
-        }
+        self.force_write &= write.is_none();
         self.conditions = conditions;
         self.deps
             .metrics
@@ -373,11 +368,6 @@ impl Probe {
             connection: if ready { conn.map(Arc::new) } else { None },
             references: refs,
         });
-        if self.recheck {
-            self.recheck = false;
-            self.run_check(ctx, "change during check");
-            return;
-        }
         let next = match (&result, schedule) {
             (CheckResult::BadInterval(_), _) => None,
             (r, HealthSchedule::Every(d)) if r.is_ready() => Some(d),
@@ -387,6 +377,32 @@ impl Probe {
                     .min(MAX_ERROR_BACKOFF),
             ),
         };
+        let Some(write) = write else {
+            self.after_write(ctx, next);
+            return;
+        };
+        // Writes of one issuer stay in order: the next check starts after this write lands.
+        let key = self.key.clone();
+        ctx.spawn(
+            async move {
+                match write.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(issuer = %key, error = %e, "issuer status write failed"),
+                    Err(e) => warn!(issuer = %key, error = %e, "status writer unavailable"),
+                }
+            }
+            .into_actor(self)
+            .map(move |(), act, ctx| act.after_write(ctx, next)),
+        );
+    }
+
+    fn after_write(&mut self, ctx: &mut Context<Self>, next: Option<Duration>) {
+        self.running = false;
+        if self.recheck {
+            self.recheck = false;
+            self.run_check(ctx, "change during check");
+            return;
+        }
         if let Some(d) = next {
             self.timer = Some(ctx.run_later(d, |act, ctx| act.run_check(ctx, "interval")));
         }
