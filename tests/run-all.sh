@@ -24,6 +24,8 @@ step "chart checks (helm lint, helm template, object by object)"
 bash tests/chart/check.sh | tee -a "$LOG"
 step "cargo test (unit, simulator, end-to-end)"
 cargo test --workspace --no-fail-fast -- --test-threads "${E2E_TEST_THREADS:-2}" 2>&1 | tee -a "$LOG"
+step "OCI image: daemonless build from the release binary, inspected and run"
+bash tests/image/build-oci.sh 2>&1 | tee -a "$LOG"
 step "README demo"
 bash tests/harness/demo.sh
 python3 - "$LOG" <<'PY'
