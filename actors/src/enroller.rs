@@ -128,6 +128,17 @@ fn pending(message: String, retry: Retry) -> CrOutcome {
     CrOutcome::Pending { message, retry }
 }
 
+/// `failed to build the signer: failed to create signer: <e>`, retried with backoff.
+fn signer_error(e: impl std::fmt::Display, issuer: Option<IssuerKey>) -> Attempt {
+    Attempt::with(
+        pending(
+            format!("failed to build the signer: failed to create signer: {e}"),
+            Retry::Backoff,
+        ),
+        issuer,
+    )
+}
+
 fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(9)).min(MAX_BACKOFF)
 }
@@ -404,15 +415,7 @@ async fn decide(
     let ik = Some(issuer_key.clone());
     let sign = match sign_config(&snap.spec, cr.annotations()) {
         Ok(s) => s,
-        Err(e) => {
-            return Attempt::with(
-                pending(
-                    format!("failed to build the signer: failed to create signer: {e}"),
-                    Retry::Backoff,
-                ),
-                ik,
-            )
-        }
+        Err(e) => return signer_error(e, ik),
     };
     let csr_pem = String::from_utf8_lossy(&cr.spec.request.0).into_owned();
     let csr = match parse_csr(csr_pem.as_bytes()) {
@@ -434,24 +437,8 @@ async fn decide(
         .await
     {
         Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            return Attempt::with(
-                pending(
-                    format!("failed to build the signer: failed to create signer: {e}"),
-                    Retry::Backoff,
-                ),
-                ik,
-            )
-        }
-        Err(e) => {
-            return Attempt::with(
-                pending(
-                    format!("failed to build the signer: auth actor unavailable: {e}"),
-                    Retry::Backoff,
-                ),
-                ik,
-            )
-        }
+        Ok(Err(e)) => return signer_error(e, ik),
+        Err(e) => return signer_error(format!("auth actor unavailable: {e}"), ik),
     };
     let (command, new_client) = match clients.get(&issuer_key) {
         Some((conn, c)) if Arc::ptr_eq(conn, &snap.connection) || **conn == *snap.connection => {
@@ -468,15 +455,7 @@ async fn decide(
                     Some((issuer_key.clone(), snap.connection.clone(), c)),
                 )
             }
-            Err(e) => {
-                return Attempt::with(
-                    pending(
-                        format!("failed to build the signer: failed to create signer: {e}"),
-                        Retry::Backoff,
-                    ),
-                    ik,
-                )
-            }
+            Err(e) => return signer_error(e, ik),
         },
     };
     let mut res = enroll(deps, op_id, key, &snap, &sign, &csr_pem, &command, &header).await;

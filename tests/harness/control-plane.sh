@@ -11,15 +11,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 BIN=${E2E_TOOLS_BIN:-$HOME/.cache/command-issuer-e2e/bin}
 CRDS=${CERT_MANAGER_CRDS:-$REPO/../shared/reference/cert-manager.crds.yaml}
-log() { printf '[control-plane %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() {  # wait_for SECONDS WHAT CMD...
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do
-    (( SECONDS < deadline )) || { log "timed out waiting for $what"; return 1; }
-    sleep 0.2
-  done
-}
+# shellcheck source=tests/harness/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 down() {
   [[ -f $W/env ]] || return 0
@@ -31,7 +24,7 @@ down() {
     kill -9 "$pid" 2>/dev/null || true
   done
   rm -f "$W/env"
-  log "stopped"
+  log control-plane "stopped"
 }
 
 up() {
@@ -79,7 +72,7 @@ up() {
   "${k[@]}" apply -f "$REPO/crds/" >/dev/null
   "${k[@]}" wait --for condition=Established --timeout 60s crd/certificaterequests.cert-manager.io \
     crd/certificates.cert-manager.io crd/issuers.command-issuer.keyfactor.com crd/clusterissuers.command-issuer.keyfactor.com >/dev/null
-  log "ready in $((SECONDS - t0))s: $("${k[@]}" version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') on 127.0.0.1:$api_port"
+  log control-plane "ready in $((SECONDS - t0))s: $("${k[@]}" version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') on 127.0.0.1:$api_port"
 }
 
 case $cmd in

@@ -8,18 +8,12 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 cd "$REPO"
-log() { printf '[demo %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-wait_for() {  # wait_for SECONDS WHAT CMD...
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do
-    (( SECONDS < deadline )) || { log "timed out waiting for $what"; return 1; }
-    sleep 0.2
-  done
-}
+# shellcheck source=tests/harness/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 BIN=$(bash tests/harness/install.sh | tail -1)
 export E2E_TOOLS_BIN=$BIN
-log "building command-issuer and command-sim"
+log demo "building command-issuer and command-sim"
 cargo build --quiet --bins -p command-issuer-actors -p command-sim
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}/debug
 
@@ -30,21 +24,21 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   bash tests/harness/control-plane.sh down "$W" || true
-  if (( rc != 0 )) || [[ ${E2E_KEEP:-0} == 1 ]]; then log "logs kept in $W"; else rm -rf "$W"; fi
+  if (( rc != 0 )) || [[ ${E2E_KEEP:-0} == 1 ]]; then log demo "logs kept in $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 
 bash tests/harness/control-plane.sh up "$W"
 k=("$BIN/kubectl" --kubeconfig "$W/admin.kubeconfig")
 
-log "starting the Command simulator"
+log demo "starting the Command simulator"
 "$TARGET/command-sim" --config tests/command-sim/config/default.json --listen 127.0.0.1:0 \
   --state-dir "$W/sim" >"$W/command-sim.log" 2>&1 &
 PIDS+=($!)
 wait_for 30 "command-sim ready.json" test -s "$W/sim/ready.json"
 SIM_HOST=$(python3 -c 'import json,sys; print("127.0.0.1:%d" % json.load(open(sys.argv[1]))["port"])' "$W/sim/ready.json")
 
-log "installing the Helm chart (RBAC, ServiceAccount; CRDs already applied)"
+log demo "installing the Helm chart (RBAC, ServiceAccount; CRDs already applied)"
 "${k[@]}" create namespace command-issuer-system >/dev/null
 "$BIN/helm" --kubeconfig "$W/admin.kubeconfig" install command-cert-manager-issuer chart \
   --namespace command-issuer-system --set crd.create=false >/dev/null
@@ -53,17 +47,17 @@ cp "$W/admin.kubeconfig" "$W/issuer.kubeconfig"
 "$BIN/kubectl" --kubeconfig "$W/issuer.kubeconfig" config set-credentials issuer --token "$TOKEN" >/dev/null
 "$BIN/kubectl" --kubeconfig "$W/issuer.kubeconfig" config set-context e2e --user issuer >/dev/null
 
-log "starting cert-manager v1.11.5 (out of cluster, its approver on)"
+log demo "starting cert-manager v1.11.5 (out of cluster, its approver on)"
 "$BIN/cert-manager-controller" --kubeconfig "$W/admin.kubeconfig" --leader-elect=false \
   --cluster-resource-namespace cert-manager --metrics-listen-address 127.0.0.1:0 >"$W/cert-manager.log" 2>&1 &
 PIDS+=($!)
 
-log "starting command-issuer under ServiceAccount command-issuer-system/command-cert-manager-issuer"
+log demo "starting command-issuer under ServiceAccount command-issuer-system/command-cert-manager-issuer"
 "$TARGET/command-issuer" --kubeconfig "$W/issuer.kubeconfig" --cluster-resource-namespace command-issuer-system \
   --log-format json --metrics-bind-address 0 --health-probe-bind-address 127.0.0.1:0 >"$W/command-issuer.log" 2>&1 &
 PIDS+=($!)
 
-log "applying docs/examples: command-secret.yaml, CA bundle Secret, issuer.yaml, certificate.yaml"
+log demo "applying docs/examples: command-secret.yaml, CA bundle Secret, issuer.yaml, certificate.yaml"
 "${k[@]}" apply -f docs/examples/command-secret.yaml >/dev/null
 "${k[@]}" -n command-issuer-system create secret generic command-ca-secret --from-file=ca.crt="$W/sim/tls-ca.pem" >/dev/null
 "${k[@]}" apply -f docs/examples/issuer.yaml >/dev/null
@@ -71,7 +65,7 @@ log "applying docs/examples: command-secret.yaml, CA bundle Secret, issuer.yaml,
 "${k[@]}" -n default patch issuers.command-issuer.keyfactor.com issuer-sample --type merge \
   -p "{\"spec\":{\"hostname\":\"$SIM_HOST\"}}" >/dev/null
 "${k[@]}" -n default wait --for=condition=Ready --timeout=60s issuers.command-issuer.keyfactor.com/issuer-sample >/dev/null
-log "Issuer issuer-sample is Ready"
+log demo "Issuer issuer-sample is Ready"
 "${k[@]}" apply -f docs/examples/certificate.yaml >/dev/null
 "${k[@]}" -n default wait --for=condition=Ready --timeout=90s certificates.cert-manager.io/command-certificate >/dev/null
 

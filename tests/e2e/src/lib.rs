@@ -10,6 +10,7 @@
 pub mod cert_manager;
 pub mod control_plane;
 pub mod controller;
+pub mod fixtures;
 pub mod http;
 pub mod k8s;
 pub mod paths;

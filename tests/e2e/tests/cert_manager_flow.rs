@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use command_issuer_e2e::fixtures::install_example_issuer;
 use command_issuer_e2e::{verify_chain, wait_for, CertManager, ControlPlane, Controller, Sim};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use serde_json::json;
 use x509_parser::pem::Pem;
 
 fn repo() -> PathBuf {
@@ -32,32 +32,8 @@ async fn certificate_becomes_secret_through_real_cert_manager() -> Result<()> {
     let crds = repo().join("crds");
     let cp = ControlPlane::start_with_crds(&[crds.as_path()]).await?;
     let client = cp.client();
-    cp.create_namespace("command-issuer-system").await?;
     let sim = Sim::start_default().await?;
-    let ca: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "command-ca-secret"},
-        "stringData": {"ca.crt": sim.tls_ca_pem()},
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), "command-issuer-system")
-        .create(&PostParams::default(), &ca)
-        .await?;
-    cp.apply_file(&repo().join("docs/examples/command-secret.yaml"))
-        .await?;
-    cp.apply_file(&repo().join("docs/examples/issuer.yaml"))
-        .await?;
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "command-issuer.keyfactor.com",
-        "v1alpha1",
-        "Issuer",
-    ));
-    let issuers: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
-    issuers
-        .patch(
-            "issuer-sample",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"hostname": sim.host_port()}})),
-        )
-        .await?;
+    install_example_issuer(&cp, &sim).await?;
     let _cm = CertManager::start(&cp, "cert-manager").await?;
     let _ctl = Controller::start(
         cp.admin_kubeconfig(),

@@ -90,7 +90,10 @@ fn every_yaml_block_in_the_docs_is_an_example_file() {
 fn every_example_file_is_applied_by_a_test_or_the_demo() {
     let mut appliers =
         std::fs::read_to_string(repo().join("tests/harness/demo.sh")).unwrap_or_default();
-    if let Ok(entries) = std::fs::read_dir(repo().join("tests/e2e/tests")) {
+    for dir in ["tests/e2e/tests", "tests/e2e/src"] {
+        let Ok(entries) = std::fs::read_dir(repo().join(dir)) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.path().file_name().is_some_and(|n| n != "docs_yaml.rs") {
                 appliers.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());

@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use command_issuer_e2e::fixtures::{get_plain, install_credentials, issuer_api, point_at_sim};
 use command_issuer_e2e::{
     approve, create_certificate_request, deny, events_for, get_certificate_request, make_csr,
     ready_condition, status_ca, status_certificate, tool_path, verify_chain, wait_for,
     ControlPlane, Controller, Sim,
 };
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::core::DynamicObject;
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -22,15 +23,6 @@ const RELEASE: &str = "command-cert-manager-issuer";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn issuer_api(client: &Client, kind: &str, ns: Option<&str>) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("command-issuer.keyfactor.com", "v1alpha1", kind);
-    let ar = ApiResource::from_gvk(&gvk);
-    match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    }
 }
 
 fn cond(obj: &DynamicObject, type_: &str) -> Option<Value> {
@@ -125,14 +117,7 @@ async fn start_env() -> Result<Env> {
     .await?;
     let sa_kubeconfig = cp.service_account_kubeconfig(NS_SYS, RELEASE).await?;
     let sim = Sim::start_default().await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS_SYS);
-    let ca: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "command-ca-secret"},
-        "stringData": {"ca.crt": sim.tls_ca_pem(), "zzz.crt": "not a certificate"},
-    }))?;
-    secrets.create(&PostParams::default(), &ca).await?;
-    cp.apply_file(&repo().join("docs/examples/command-secret.yaml"))
-        .await?;
+    install_credentials(&cp, &sim, &[("zzz.crt", "not a certificate")]).await?;
     let ctl = Controller::start(
         &sa_kubeconfig,
         &[
@@ -149,18 +134,6 @@ async fn start_env() -> Result<Env> {
     })
 }
 
-/// Points an example issuer at the simulator (the example names command.example.com).
-async fn point_at_sim(env: &Env, kind: &str, ns: Option<&str>, name: &str) -> Result<()> {
-    issuer_api(&env.client, kind, ns)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"hostname": env.sim.host_port()}})),
-        )
-        .await?;
-    Ok(())
-}
-
 fn op_id_of(events: &[k8s_openapi::api::events::v1::Event]) -> Option<String> {
     events.iter().find_map(|e| {
         let note = e.note.as_deref()?;
@@ -174,23 +147,6 @@ async fn listener(ctl: &mut Controller, what: &str) -> Result<String> {
     let line = ctl.wait_for_log(what, Duration::from_secs(20)).await?;
     let v: Value = serde_json::from_str(&line).context("log line is JSON")?;
     Ok(v["addr"].as_str().context("addr field")?.to_string())
-}
-
-async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{addr}{path}"),
-        ])
-        .output()
-        .await?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').context("curl output")?;
-    Ok((code.trim().parse()?, body.to_string()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,16 +190,11 @@ async fn run_cases(env: &mut Env) -> Result<()> {
 
 async fn probes_flip_ready(env: &mut Env) -> Result<()> {
     let addr = listener(&mut env.ctl, "serving /healthz and /readyz").await?;
-    let (code, _) = http_get(&addr, "/healthz").await?;
+    let (code, _) = get_plain(&addr, "/healthz").await.context("/healthz")?;
     ensure!(code == 200, "/healthz answered {code}");
     let (code, body) = wait_for(Duration::from_secs(20), "/readyz 200", || {
         let addr = addr.clone();
-        async move {
-            http_get(&addr, "/readyz")
-                .await
-                .ok()
-                .filter(|(c, _)| *c == 200)
-        }
+        async move { get_plain(&addr, "/readyz").await.filter(|(c, _)| *c == 200) }
     })
     .await?;
     ensure!(code == 200 && body == "ok", "/readyz: {code} {body}");
@@ -254,7 +205,14 @@ async fn issued_after_approval(env: &mut Env) -> Result<()> {
     env.cp
         .apply_file(&repo().join("docs/examples/issuer.yaml"))
         .await?;
-    point_at_sim(env, "Issuer", Some("default"), "issuer-sample").await?;
+    point_at_sim(
+        &env.client,
+        &env.sim,
+        "Issuer",
+        Some("default"),
+        "issuer-sample",
+    )
+    .await?;
     let ready = wait_issuer(
         &env.client,
         "Issuer",
@@ -445,7 +403,14 @@ async fn cluster_issuer(env: &mut Env) -> Result<()> {
     env.cp
         .apply_file(&repo().join("docs/examples/clusterissuer.yaml"))
         .await?;
-    point_at_sim(env, "ClusterIssuer", None, "clusterissuer-sample").await?;
+    point_at_sim(
+        &env.client,
+        &env.sim,
+        "ClusterIssuer",
+        None,
+        "clusterissuer-sample",
+    )
+    .await?;
     wait_issuer(
         &env.client,
         "ClusterIssuer",
@@ -656,7 +621,7 @@ async fn rbac_is_least_privilege(env: &mut Env) -> Result<()> {
 
 async fn metrics_move(env: &mut Env) -> Result<()> {
     let addr = listener(&mut env.ctl, "serving /metrics").await?;
-    let (code, body) = http_get(&addr, "/metrics").await?;
+    let (code, body) = get_plain(&addr, "/metrics").await.context("/metrics")?;
     ensure!(code == 200, "/metrics answered {code}");
     let value = |name: &str| -> f64 {
         body.lines()

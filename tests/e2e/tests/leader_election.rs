@@ -5,15 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use command_issuer_e2e::fixtures::install_example_issuer;
 use command_issuer_e2e::{
     approve, create_certificate_request, make_csr, ready_condition, wait_for, ControlPlane,
     Controller, Sim,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use serde_json::json;
+use kube::api::Api;
 
 const LEASE: &str = "b68cef20.keyfactor.com";
 const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -35,30 +33,8 @@ async fn one_leader_writes_and_a_standby_takes_over_after_kill_9() -> Result<()>
     let crds = repo().join("crds");
     let cp = ControlPlane::start_with_crds(&[crds.as_path()]).await?;
     let client = cp.client();
-    cp.create_namespace("command-issuer-system").await?;
     let sim = Sim::start_default().await?;
-    let ca: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "command-ca-secret"}, "stringData": {"ca.crt": sim.tls_ca_pem()}}),
-    )?;
-    Api::<Secret>::namespaced(client.clone(), "command-issuer-system")
-        .create(&PostParams::default(), &ca)
-        .await?;
-    cp.apply_file(&repo().join("docs/examples/command-secret.yaml"))
-        .await?;
-    cp.apply_file(&repo().join("docs/examples/issuer.yaml"))
-        .await?;
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "command-issuer.keyfactor.com",
-        "v1alpha1",
-        "Issuer",
-    ));
-    Api::<DynamicObject>::namespaced_with(client.clone(), "default", &ar)
-        .patch(
-            "issuer-sample",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"hostname": sim.host_port()}})),
-        )
-        .await?;
+    install_example_issuer(&cp, &sim).await?;
 
     let args = [
         "--cluster-resource-namespace=command-issuer-system",

@@ -4,28 +4,11 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use command_issuer_e2e::fixtures::get_plain;
 use command_issuer_e2e::{wait_for, ControlPlane, Controller};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
-
-async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{addr}{path}"),
-        ])
-        .output()
-        .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n')?;
-    Some((code.trim().parse().ok()?, body.to_string()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_waits_for_every_watch_then_flips() -> Result<()> {
@@ -48,12 +31,12 @@ async fn readyz_waits_for_every_watch_then_flips() -> Result<()> {
         .context("addr")?
         .to_string();
 
-    let (code, body) = get(&addr, "/healthz").await.context("/healthz")?;
+    let (code, body) = get_plain(&addr, "/healthz").await.context("/healthz")?;
     ensure!(code == 200 && body == "ok", "/healthz: {code} {body}");
     // Forbidden lists keep the watches from their first list: not ready, and it says which.
     let (code, body) = wait_for(Duration::from_secs(20), "/readyz 503", || {
         let addr = addr.clone();
-        async move { get(&addr, "/readyz").await.filter(|(c, _)| *c == 503) }
+        async move { get_plain(&addr, "/readyz").await.filter(|(c, _)| *c == 503) }
     })
     .await?;
     println!("/readyz before RBAC: {code} {body}");
@@ -103,7 +86,7 @@ async fn readyz_waits_for_every_watch_then_flips() -> Result<()> {
         || {
             let addr = addr.clone();
             async move {
-                get(&addr, "/readyz")
+                get_plain(&addr, "/readyz")
                     .await
                     .filter(|(c, b)| *c == 200 && b == "ok")
             }

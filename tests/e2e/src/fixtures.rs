@@ -1,0 +1,90 @@
+//! The setup most end-to-end tests share: the docs/examples issuer pointed at the simulator.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::Client;
+use serde_json::json;
+
+use crate::{ControlPlane, Sim};
+
+/// Namespace the examples put the controller's Secrets in.
+pub const CONTROLLER_NAMESPACE: &str = "command-issuer-system";
+
+/// A file of the repository, e.g. `docs/examples/issuer.yaml`.
+pub fn repo_file(rel: &str) -> PathBuf {
+    crate::paths::repo_root().join(rel)
+}
+
+/// Our Issuer or ClusterIssuer API, untyped, so tests read conditions as users see them.
+pub fn issuer_api(client: &Client, kind: &str, ns: Option<&str>) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("command-issuer.keyfactor.com", "v1alpha1", kind);
+    let ar = ApiResource::from_gvk(&gvk);
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Points an example issuer at the simulator (the examples name command.example.com).
+pub async fn point_at_sim(
+    client: &Client,
+    sim: &Sim,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<()> {
+    let patch = Patch::Merge(json!({"spec": {"hostname": sim.host_port()}}));
+    issuer_api(client, kind, ns)
+        .patch(name, &PatchParams::default(), &patch)
+        .await?;
+    Ok(())
+}
+
+/// The controller namespace with the CA bundle Secret (`ca.crt` = the simulator's TLS CA, plus
+/// `extra` keys) and docs/examples/command-secret.yaml applied.
+pub async fn install_credentials(
+    cp: &ControlPlane,
+    sim: &Sim,
+    extra: &[(&str, &str)],
+) -> Result<()> {
+    cp.create_namespace(CONTROLLER_NAMESPACE).await?;
+    let mut data = serde_json::Map::new();
+    data.insert("ca.crt".into(), json!(sim.tls_ca_pem()));
+    for (k, v) in extra {
+        data.insert((*k).into(), json!(v));
+    }
+    let ca: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "command-ca-secret"}, "stringData": data}),
+    )?;
+    Api::<Secret>::namespaced(cp.client(), CONTROLLER_NAMESPACE)
+        .create(&PostParams::default(), &ca)
+        .await?;
+    cp.apply_file(&repo_file("docs/examples/command-secret.yaml"))
+        .await?;
+    Ok(())
+}
+
+/// [`install_credentials`] plus docs/examples/issuer.yaml pointed at the simulator.
+pub async fn install_example_issuer(cp: &ControlPlane, sim: &Sim) -> Result<()> {
+    install_credentials(cp, sim, &[]).await?;
+    cp.apply_file(&repo_file("docs/examples/issuer.yaml"))
+        .await?;
+    point_at_sim(
+        &cp.client(),
+        sim,
+        "Issuer",
+        Some("default"),
+        "issuer-sample",
+    )
+    .await
+}
+
+/// GET `http://addr/path` → (status, body text), for the controller's probe and metrics listeners.
+pub async fn get_plain(addr: &str, path: &str) -> Option<(u16, String)> {
+    let r = crate::http::HttpClient::plain(addr).get(path).await.ok()?;
+    Some((r.status, r.text()))
+}
