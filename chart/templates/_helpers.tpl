@@ -84,3 +84,20 @@ shape) becomes a sorted list of {name, value}.
 {{- toYaml .Values.env }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" when the metrics listener is exposed to the pod network: metrics.service.enabled or
+metrics.serviceMonitor.enabled (a ServiceMonitor needs the Service). Empty otherwise.
+*/}}
+{{- define "command-cert-manager-issuer.metricsExposed" -}}
+{{- $m := .Values.metrics | default dict }}
+{{- if or (dig "service" "enabled" false $m) (dig "serviceMonitor" "enabled" false $m) }}true{{ end }}
+{{- end }}
+
+{{/*
+Port of the exposed metrics listener (container port, Service port): metrics.service.port.
+*/}}
+{{- define "command-cert-manager-issuer.metricsPort" -}}
+{{- $m := .Values.metrics | default dict }}
+{{- dig "service" "port" 8080 $m | int }}
+{{- end }}
