@@ -11,7 +11,7 @@ use command_issuer::command::{build_http_client, CommandClient, CommandError};
 use command_issuer::config::{sign_config, ConnectionConfig, SignConfig};
 use command_issuer::pki::parse_csr;
 use command_issuer::request::{
-    enrollment_body, enrollment_failure, gate, outcome_from_response, pick_pattern,
+    enrollment_body, enrollment_failure, gate, give_up, outcome_from_response, pick_pattern,
     predefined_metadata, CrOutcome, Gate, MetadataContext, Retry,
 };
 use kube::{Api, Client, ResourceExt};
@@ -129,14 +129,25 @@ fn pending(message: String, retry: Retry) -> CrOutcome {
 }
 
 /// `failed to build the signer: failed to create signer: <e>`, retried with backoff.
-fn signer_error(e: impl std::fmt::Display, issuer: Option<IssuerKey>) -> Attempt {
+fn signer_error(e: impl std::fmt::Display, retry: Retry, issuer: Option<IssuerKey>) -> Attempt {
     Attempt::with(
         pending(
             format!("failed to build the signer: failed to create signer: {e}"),
-            Retry::Backoff,
+            retry,
         ),
         issuer,
     )
+}
+
+/// When retries of a request started counting: its approval, else its creation.
+fn retry_origin(cr: &CertificateRequest) -> jiff::Timestamp {
+    cr.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Approved"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(cr.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(jiff::Timestamp::now)
 }
 
 fn backoff(attempts: u32) -> Duration {
@@ -272,6 +283,14 @@ impl Enroller {
             (None, true, _) => Some(Retry::OnIssuerReady),
             (None, false, _) => None,
             (Some(_), _, false) => Some(Retry::Backoff),
+            (
+                Some(CrOutcome::Pending {
+                    retry: Retry::Permanent,
+                    ..
+                }),
+                _,
+                true,
+            ) => Some(Retry::Backoff),
             (Some(CrOutcome::Pending { retry, .. }), _, true) => Some(*retry),
             (Some(_), _, true) => None,
         };
@@ -341,6 +360,14 @@ async fn attempt(
         }
     };
     let mut res = decide(&deps, &op_id, &key, &cr, clients).await;
+    res.outcome = res.outcome.map(|o| {
+        give_up(
+            o,
+            retry_origin(&cr),
+            jiff::Timestamp::now(),
+            deps.settings.max_retry_duration,
+        )
+    });
     if let Some(outcome) = res.outcome.clone() {
         match deps
             .writer
@@ -415,13 +442,16 @@ async fn decide(
     let ik = Some(issuer_key.clone());
     let sign = match sign_config(&snap.spec, cr.annotations()) {
         Ok(s) => s,
-        Err(e) => return signer_error(e, ik),
+        Err(e) => return signer_error(e, Retry::Permanent, ik),
     };
     let csr_pem = String::from_utf8_lossy(&cr.spec.request.0).into_owned();
     let csr = match parse_csr(csr_pem.as_bytes()) {
         Ok(c) => c,
         Err(e) => {
-            return Attempt::with(pending(format!("failed to sign: {e}"), Retry::Backoff), ik)
+            return Attempt::with(
+                pending(format!("failed to sign: {e}"), Retry::Permanent),
+                ik,
+            )
         }
     };
     info!(
@@ -437,8 +467,8 @@ async fn decide(
         .await
     {
         Ok(Ok(h)) => h,
-        Ok(Err(e)) => return signer_error(e, ik),
-        Err(e) => return signer_error(format!("auth actor unavailable: {e}"), ik),
+        Ok(Err(e)) => return signer_error(e, Retry::Backoff, ik),
+        Err(e) => return signer_error(format!("auth actor unavailable: {e}"), Retry::Backoff, ik),
     };
     let (command, new_client) = match clients.get(&issuer_key) {
         Some((conn, c)) if Arc::ptr_eq(conn, &snap.connection) || **conn == *snap.connection => {
@@ -455,7 +485,7 @@ async fn decide(
                     Some((issuer_key.clone(), snap.connection.clone(), c)),
                 )
             }
-            Err(e) => return signer_error(e, ik),
+            Err(e) => return signer_error(e, Retry::Permanent, ik),
         },
     };
     let mut res = enroll(deps, op_id, key, &snap, &sign, &csr_pem, &command, &header).await;
@@ -482,7 +512,14 @@ async fn enroll(
             deps.metrics.command_call("GET /EnrollmentPatterns", &r);
             match pick_pattern(name, r) {
                 Ok(id) => Some(id),
-                Err(m) => return Attempt::with(pending(m, Retry::Backoff), None),
+                Err((m, permanent)) => {
+                    let retry = if permanent {
+                        Retry::Permanent
+                    } else {
+                        Retry::Backoff
+                    };
+                    return Attempt::with(pending(m, retry), None);
+                }
             }
         }
         (None, None) => None,
@@ -523,7 +560,13 @@ async fn enroll(
                 enrollment_failure(sign, pattern_id, &e)
             );
             warn!(op_id, request = %key, error = %e, transient = e.is_transient(), "Command enrollment failed");
-            Attempt::with(pending(message, Retry::Backoff), None)
+            let retry = if e.is_transient() || matches!(e, CommandError::Status { status: 401, .. })
+            {
+                Retry::Backoff
+            } else {
+                Retry::Permanent
+            };
+            Attempt::with(pending(message, retry), None)
         }
     }
 }

@@ -89,6 +89,10 @@ pub struct Flags {
     /// Enrollments in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// How long a request whose error cannot heal by itself (bad CSR, unknown template or
+    /// pattern, policy 400) is retried after approval before it is marked Failed (Go duration).
+    #[arg(long, default_value = "1h")]
+    pub max_retry_duration: String,
     /// Timeout of one Command HTTP call (Go duration).
     #[arg(long, default_value = "30s")]
     pub command_timeout: String,
@@ -109,6 +113,9 @@ pub enum FlagError {
     /// No namespace flag and no service-account namespace file.
     #[error("please supply --cluster-resource-namespace")]
     Namespace,
+    /// --max-retry-duration does not parse.
+    #[error("unable to parse max retry duration: {0}")]
+    MaxRetry(String),
     /// --concurrency 0.
     #[error("--concurrency must be at least 1")]
     Concurrency,
@@ -151,6 +158,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// Command call timeout.
     pub command_timeout: Duration,
+    /// Permanent errors turn Failed after this long.
+    pub max_retry_duration: Duration,
 }
 
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -165,6 +174,8 @@ impl Flags {
         }
         let command_timeout =
             parse_go_duration(&self.command_timeout).map_err(FlagError::Timeout)?;
+        let max_retry_duration =
+            parse_go_duration(&self.max_retry_duration).map_err(FlagError::MaxRetry)?;
         let ns = if self.cluster_resource_namespace.is_empty() {
             std::fs::read_to_string(SA_NAMESPACE_FILE)
                 .map(|s| s.trim().to_string())
@@ -185,6 +196,7 @@ impl Flags {
             configmap_access_at_cluster_level: self.configmap_access_granted_at_cluster_level,
             concurrency: self.concurrency,
             command_timeout,
+            max_retry_duration,
         })
     }
 }

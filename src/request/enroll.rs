@@ -106,24 +106,29 @@ pub fn enrollment_failure(
 }
 
 /// Exactly one pattern of that name is required (product.md §10.1 step 4); the error is the
-/// request's Pending message.
+/// request's Pending message and whether retrying can help (false for a missing pattern).
 pub fn pick_pattern(
     name: &str,
     found: Result<Vec<EnrollmentPattern>, CommandError>,
-) -> Result<i32, String> {
+) -> Result<i32, (String, bool)> {
     let prefix = "failed to sign: enrollment pattern failure";
     match found {
         Ok(p) if p.len() == 1 => Ok(p[0].id),
-        Ok(p) if p.is_empty() => Err(format!("{prefix}: enrollment pattern not found: {name}")),
-        Ok(_) => Err(format!(
-            "{prefix}: multiple enrollment patterns found: {name}"
+        Ok(p) if p.is_empty() => Err((
+            format!("{prefix}: enrollment pattern not found: {name}"),
+            true,
+        )),
+        Ok(_) => Err((
+            format!("{prefix}: multiple enrollment patterns found: {name}"),
+            true,
         )),
         Err(e) => {
             let details = match &e {
                 CommandError::Status { body, .. } => body.clone(),
                 other => other.to_string(),
             };
-            Err(format!("{prefix}: error fetching enrollment patterns from Command: {e}. Details: {details}: {e}"))
+            let permanent = !e.is_transient();
+            Err((format!("{prefix}: error fetching enrollment patterns from Command: {e}. Details: {details}: {e}"), permanent))
         }
     }
 }
@@ -138,11 +143,11 @@ mod tests {
         };
         assert_eq!(pick_pattern("P", Ok(vec![p(3)])), Ok(3));
         assert_eq!(
-            pick_pattern("P", Ok(vec![])).unwrap_err(),
+            pick_pattern("P", Ok(vec![])).unwrap_err().0,
             "failed to sign: enrollment pattern failure: enrollment pattern not found: P"
         );
         assert_eq!(
-            pick_pattern("P", Ok(vec![p(1), p(2)])).unwrap_err(),
+            pick_pattern("P", Ok(vec![p(1), p(2)])).unwrap_err().0,
             "failed to sign: enrollment pattern failure: multiple enrollment patterns found: P"
         );
         let e = CommandError::Status {
@@ -150,7 +155,7 @@ mod tests {
             reason: "Forbidden".into(),
             body: "{}".into(),
         };
-        assert_eq!(pick_pattern("P", Err(e)).unwrap_err(), "failed to sign: enrollment pattern failure: error fetching enrollment patterns from Command: 403 Forbidden. Details: {}: 403 Forbidden");
+        assert_eq!(pick_pattern("P", Err(e)).unwrap_err().0, "failed to sign: enrollment pattern failure: error fetching enrollment patterns from Command: 403 Forbidden. Details: {}: 403 Forbidden");
     }
 
     use super::*;

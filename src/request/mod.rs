@@ -8,4 +8,4 @@ pub use enroll::{
     enrollment_body, enrollment_failure, pick_pattern, predefined_metadata, MetadataContext,
 };
 pub use gate::{gate, is_approved, Gate};
-pub use status::{outcome_from_response, status_apply, CrOutcome, Retry};
+pub use status::{give_up, outcome_from_response, status_apply, CrOutcome, Retry};

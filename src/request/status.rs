@@ -10,8 +10,11 @@ use crate::pki::split_chain;
 /// When a Pending request is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
-    /// Capped exponential backoff.
+    /// Capped exponential backoff (transient: network, 5xx, 429, auth).
     Backoff,
+    /// Capped exponential backoff, then `Failed` once the max retry duration has passed since
+    /// approval (bad CSR, unknown template/pattern, policy 400: design.md §3.3).
+    Permanent,
     /// When the issuer turns Ready (and on backoff as a safety net).
     OnIssuerReady,
     /// Not by us: Command holds the request (follow-up comes with request-id polling).
@@ -119,8 +122,40 @@ pub fn outcome_from_response(info: &CertificateInformation) -> CrOutcome {
         },
         Err(e) => CrOutcome::Pending {
             message: format!("failed to sign: {e}"),
-            retry: Retry::Backoff,
+            retry: Retry::Permanent,
         },
+    }
+}
+
+/// Turns a permanent Pending into a final Failed once `max_retry` has passed since `started`
+/// (approval time), so a request that cannot succeed stops retrying and says why.
+pub fn give_up(
+    outcome: CrOutcome,
+    started: jiff::Timestamp,
+    now: jiff::Timestamp,
+    max_retry: std::time::Duration,
+) -> CrOutcome {
+    match outcome {
+        CrOutcome::Pending {
+            message,
+            retry: Retry::Permanent,
+        } => {
+            let elapsed = now.duration_since(started);
+            if elapsed.is_positive() && elapsed.unsigned_abs() >= max_retry {
+                CrOutcome::Failed {
+                    message: format!(
+                        "{message} (gave up after retrying for {})",
+                        crate::config::format_go_duration(max_retry)
+                    ),
+                }
+            } else {
+                CrOutcome::Pending {
+                    message,
+                    retry: Retry::Permanent,
+                }
+            }
+        }
+        other => other,
     }
 }
 
@@ -211,8 +246,41 @@ mod tests {
             outcome_from_response(&info),
             CrOutcome::Pending {
                 message: "failed to sign: failed to parse certificate PEM".into(),
-                retry: Retry::Backoff
+                retry: Retry::Permanent
             }
+        );
+    }
+
+    #[test]
+    fn permanent_errors_fail_after_the_max_retry_duration() {
+        let t0 = jiff::Timestamp::from_second(1_000).unwrap();
+        let p = CrOutcome::Pending {
+            message: "bad".into(),
+            retry: Retry::Permanent,
+        };
+        let max = std::time::Duration::from_secs(3600);
+        assert_eq!(
+            give_up(p.clone(), t0, t0 + jiff::SignedDuration::from_secs(10), max),
+            p
+        );
+        assert_eq!(
+            give_up(p, t0, t0 + jiff::SignedDuration::from_secs(3600), max),
+            CrOutcome::Failed {
+                message: "bad (gave up after retrying for 1h0m0s)".into()
+            }
+        );
+        let transient = CrOutcome::Pending {
+            message: "down".into(),
+            retry: Retry::Backoff,
+        };
+        assert_eq!(
+            give_up(
+                transient.clone(),
+                t0,
+                t0 + jiff::SignedDuration::from_secs(99_999),
+                max
+            ),
+            transient
         );
     }
 
