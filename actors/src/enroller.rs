@@ -536,8 +536,23 @@ async fn enroll(
     let now = jiff::Timestamp::now().to_string();
     let body = enrollment_body(csr_pem.to_string(), sign, pattern_id, predefined, now);
     info!(op_id, request = %key, url = %format!("{}/Enrollment/CSR", command.base_url()), metadata_fields = body.metadata.len(), "calling Command POST /Enrollment/CSR");
-    let result = command.enroll_csr(&body, header).await;
+    let mut result = command.enroll_csr(&body, header).await;
     deps.metrics.command_call("POST /Enrollment/CSR", &result);
+    if crate::probe::is_stale_token(&result, &snap.connection.credentials) {
+        // A 401 on a bearer token: one retry with a fresh one, then report (design.md §3.5).
+        snap.auth.do_send(InvalidateToken);
+        let fresh = snap
+            .auth
+            .send(GetAuthorization {
+                op_id: Some(op_id.to_string()),
+            })
+            .await;
+        if let Ok(Ok(h)) = fresh {
+            info!(op_id, request = %key, "Command answered 401; retrying once with a fresh token");
+            result = command.enroll_csr(&body, &h).await;
+            deps.metrics.command_call("POST /Enrollment/CSR", &result);
+        }
+    }
     match result {
         Ok(resp) => {
             let info = &resp.certificate_information;

@@ -129,7 +129,12 @@ pub struct IssuerHealth {
 /// Probe → auth: the credentials resolved from the issuer's Secret.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetCredentials(pub Credentials);
+pub struct SetCredentials {
+    /// Method and values.
+    pub credentials: Credentials,
+    /// Trust for the token endpoint (the same bundle as for Command).
+    pub ca_bundle_pem: Option<String>,
+}
 
 /// Anyone → auth: an Authorization header for this issuer.
 #[derive(Message)]

@@ -24,7 +24,8 @@ use tracing::{info, warn};
 use crate::auth::AuthActor;
 use crate::flags::Settings;
 use crate::messages::{
-    CheckNow, GetAuthorization, IssuerHealth, IssuerKey, SetCredentials, WriteIssuerStatus,
+    CheckNow, GetAuthorization, InvalidateToken, IssuerHealth, IssuerKey, SetCredentials,
+    WriteIssuerStatus,
 };
 use crate::registry::Registry;
 use crate::status_writer::StatusWriter;
@@ -196,6 +197,12 @@ async fn resolve(
     resolve_connection(spec, credentials, ca)
 }
 
+/// A 401 on a bearer token may only mean the token went stale: worth one retry with a new one.
+pub fn is_stale_token<T>(result: &Result<T, CommandError>, credentials: &Credentials) -> bool {
+    matches!(result, Err(CommandError::Status { status: 401, .. }))
+        && !matches!(credentials, Credentials::Basic { .. })
+}
+
 /// Metric labels of an issuer.
 pub fn issuer_labels(key: &IssuerKey) -> IssuerLabels {
     IssuerLabels {
@@ -260,7 +267,10 @@ impl Probe {
                 Ok(c) => c,
                 Err(e) => return (None, Stage::Config(e)),
             };
-            auth.do_send(SetCredentials(conn.credentials.clone()));
+            auth.do_send(SetCredentials {
+                credentials: conn.credentials.clone(),
+                ca_bundle_pem: conn.ca_bundle_pem.clone(),
+            });
             let header = match auth.send(GetAuthorization { op_id: None }).await {
                 Ok(Ok(h)) => h,
                 Ok(Err(e)) => return (Some(conn), Stage::Auth(e)),
@@ -276,8 +286,18 @@ impl Probe {
                 Err(e) => return (Some(conn), Stage::Status(e)),
             };
             let command = CommandClient::new(http, conn.base_url());
-            let status = command.status_endpoints(&header).await;
+            let mut header = header;
+            let mut status = command.status_endpoints(&header).await;
             metrics.command_call("GET /Status/Endpoints", &status);
+            if is_stale_token(&status, &conn.credentials) {
+                // One retry with a fresh token (design.md §3.5).
+                auth.do_send(InvalidateToken);
+                if let Ok(Ok(h)) = auth.send(GetAuthorization { op_id: None }).await {
+                    header = h;
+                    status = command.status_endpoints(&header).await;
+                    metrics.command_call("GET /Status/Endpoints", &status);
+                }
+            }
             if let Err(e) = status {
                 return (Some(conn), Stage::Status(e));
             }

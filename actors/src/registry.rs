@@ -86,7 +86,7 @@ impl Handler<IssuerUpserted> for Registry {
             }
             None => {
                 info!(issuer = %msg.key, "issuer registered");
-                let auth = AuthActor::new(msg.key.clone()).start();
+                let auth = AuthActor::new(msg.key.clone(), self.deps.metrics.clone()).start();
                 let probe_key = msg.key.clone();
                 let probe_auth = auth.clone();
                 let deps = self.deps.clone();

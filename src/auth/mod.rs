@@ -1,8 +1,13 @@
 //! Credentials → `Authorization` header, with the moment it stops being valid.
 
 mod basic;
+mod oauth;
 
 pub use basic::{basic_authorization, normalize_username};
+pub use oauth::{
+    fetch_client_credentials, parse_token, token_error, token_form, urlencode, AuthStyle,
+    TokenRequest, EXPIRY_MARGIN,
+};
 
 use std::time::Instant;
 
@@ -17,6 +22,9 @@ pub enum AuthError {
     /// This credential method is not available in this build yet.
     #[error("{0}")]
     Unsupported(String),
+    /// The token endpoint or identity provider refused or failed.
+    #[error("{0}")]
+    Token(String),
 }
 
 /// A ready-to-send header value; `expires` is None for Basic.
