@@ -292,15 +292,18 @@ impl Enroller {
                 true,
             ) => Some(Retry::Backoff),
             (Some(CrOutcome::Pending { retry, .. }), _, true) => Some(*retry),
+            (Some(CrOutcome::Held { .. }), _, true) => {
+                t.state = State::Held;
+                self.pump(ctx);
+                return;
+            }
             (Some(_), _, true) => None,
         };
         match retry {
             None => {
                 self.tracked.remove(&key);
             }
-            Some(Retry::Hold) => {
-                t.state = State::Held;
-            }
+
             Some(r) => {
                 t.state = State::Waiting;
                 t.issuer = if r == Retry::OnIssuerReady {
@@ -398,7 +401,9 @@ async fn decide(
     clients: ClientCache,
 ) -> Attempt {
     let (kind, name) = match gate(cr, deps.settings.check_approval) {
-        Gate::NotOurs | Gate::Final | Gate::AwaitingApproval => return Attempt::drop_it(),
+        Gate::NotOurs | Gate::Final | Gate::Held | Gate::AwaitingApproval => {
+            return Attempt::drop_it()
+        }
         Gate::Denied => return Attempt::with(CrOutcome::Denied, None),
         Gate::InvalidKind(m) => return Attempt::with(CrOutcome::Failed { message: m }, None),
         Gate::Sign { kind, name } => (kind, name),

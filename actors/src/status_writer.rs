@@ -2,7 +2,7 @@
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 use command_issuer::api::{CertificateRequest, ClusterIssuer, Issuer, IssuerKind};
-use command_issuer::request::{status_apply, CrOutcome};
+use command_issuer::request::{status_apply, CrOutcome, REQUEST_ID_ANNOTATION};
 use command_issuer::FIELD_MANAGER;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
@@ -114,6 +114,17 @@ impl Handler<WriteRequestStatus> for StatusWriter {
                 &now_rfc3339(),
             );
             let api: Api<CertificateRequest> = Api::namespaced(client, &ns);
+            if let CrOutcome::Held { request_id, .. } = &msg.outcome {
+                // Recorded before the status, so a crash in between still never re-enrolls.
+                let patch = serde_json::json!({"metadata": {"annotations": {REQUEST_ID_ANNOTATION: request_id.to_string()}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "recording Command request id on CertificateRequest {ns}/{name}: {e}"
+                        )
+                    })?;
+            }
             api.patch_status(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),

@@ -10,6 +10,8 @@ pub enum Gate {
     NotOurs,
     /// Already Ready, Failed or Denied: nothing to do.
     Final,
+    /// Command holds it under a recorded request id: never enroll it again.
+    Held,
     /// Denied by an approval controller: write Denied once.
     Denied,
     /// Approval gate on and not approved yet: leave it untouched.
@@ -36,6 +38,10 @@ fn condition<'a>(
         .find(|c| c.type_ == type_)
 }
 
+/// Command's request id, recorded once Command holds a request (approval workflow, external
+/// validation), so no process enrolls it a second time.
+pub const REQUEST_ID_ANNOTATION: &str = "command-issuer.keyfactor.com/keyfactor-request-id";
+
 /// True when an `Approved=True` condition is present.
 pub fn is_approved(cr: &CertificateRequest) -> bool {
     condition(cr, "Approved").is_some_and(|c| c.status == "True")
@@ -52,6 +58,14 @@ pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
         if ready.status == "True" || reason == "Failed" || reason == "Denied" {
             return Gate::Final;
         }
+    }
+    if cr
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(REQUEST_ID_ANNOTATION))
+    {
+        return Gate::Held;
     }
     if condition(cr, "Denied").is_some_and(|c| c.status == "True") {
         return Gate::Denied;
@@ -176,5 +190,13 @@ mod tests {
             gate(&cr(GROUP, Some("Foo"), &[("Approved", "True", "")]), true),
             Gate::InvalidKind(_)
         ));
+        let mut held = cr(
+            GROUP,
+            Some("Issuer"),
+            &[("Approved", "True", ""), ("Ready", "False", "Pending")],
+        );
+        held.metadata.annotations =
+            Some([(REQUEST_ID_ANNOTATION.to_string(), "5".to_string())].into());
+        assert_eq!(gate(&held, true), Gate::Held);
     }
 }

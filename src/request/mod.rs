@@ -7,5 +7,5 @@ mod status;
 pub use enroll::{
     enrollment_body, enrollment_failure, pick_pattern, predefined_metadata, MetadataContext,
 };
-pub use gate::{gate, is_approved, Gate};
+pub use gate::{gate, is_approved, Gate, REQUEST_ID_ANNOTATION};
 pub use status::{give_up, outcome_from_response, status_apply, CrOutcome, Retry};

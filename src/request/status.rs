@@ -17,8 +17,6 @@ pub enum Retry {
     Permanent,
     /// When the issuer turns Ready (and on backoff as a safety net).
     OnIssuerReady,
-    /// Not by us: Command holds the request (follow-up comes with request-id polling).
-    Hold,
 }
 
 /// The result of one attempt, mapped to cert-manager's Ready reasons.
@@ -40,6 +38,15 @@ pub enum CrOutcome {
         /// How to come back.
         retry: Retry,
     },
+    /// Command holds the request (approval workflow, external validation): `Ready=False/Pending`
+    /// with Command's message; its request id is recorded on the request so neither this
+    /// process nor a restarted one enrolls it again (design.md §3.1–§3.2).
+    Held {
+        /// Condition message.
+        message: String,
+        /// Command's KeyfactorRequestId.
+        request_id: i64,
+    },
     /// Final failure: `Ready=False/Failed` + failureTime.
     Failed {
         /// Condition message.
@@ -57,7 +64,7 @@ impl CrOutcome {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Issued { .. } => "Issued",
-            Self::Pending { .. } => "Pending",
+            Self::Pending { .. } | Self::Held { .. } => "Pending",
             Self::Failed { .. } => "Failed",
             Self::Denied => "Denied",
         }
@@ -67,14 +74,16 @@ impl CrOutcome {
     pub fn message(&self) -> String {
         match self {
             Self::Issued { .. } => "Signed".into(),
-            Self::Pending { message, .. } | Self::Failed { message } => message.clone(),
+            Self::Pending { message, .. }
+            | Self::Held { message, .. }
+            | Self::Failed { message } => message.clone(),
             Self::Denied => DENIED_MESSAGE.into(),
         }
     }
 
     /// True for outcomes no later event changes.
     pub fn is_final(&self) -> bool {
-        !matches!(self, Self::Pending { .. })
+        !matches!(self, Self::Pending { .. } | Self::Held { .. })
     }
 }
 
@@ -98,20 +107,20 @@ pub fn outcome_from_response(info: &CertificateInformation) -> CrOutcome {
             }
         }
         "PENDING" | "EXTERNAL VALIDATION" | "EXTERNAL_VALIDATION" => {
-            return CrOutcome::Pending {
+            return CrOutcome::Held {
                 message: format!(
                     "Command holds the request (disposition {disposition}, request id {id}): {msg}"
                 ),
-                retry: Retry::Hold,
+                request_id: id,
             }
         }
         _ => {}
     }
     let certs = info.certificates.clone().unwrap_or_default();
     if certs.is_empty() {
-        return CrOutcome::Pending {
+        return CrOutcome::Held {
             message: format!("Command returned no certificate (disposition {disposition:?}, request id {id}): {msg}"),
-            retry: Retry::Hold,
+            request_id: id,
         };
     }
     match split_chain(&certs) {
@@ -226,10 +235,7 @@ mod tests {
         };
         assert!(matches!(
             outcome_from_response(&info),
-            CrOutcome::Pending {
-                retry: Retry::Hold,
-                ..
-            }
+            CrOutcome::Held { request_id: 9, .. }
         ));
         info.request_disposition = Some("DENIED".into());
         assert!(matches!(
@@ -238,7 +244,7 @@ mod tests {
         ));
         info.request_disposition = Some("ISSUED".into());
         assert!(
-            matches!(outcome_from_response(&info), CrOutcome::Pending { .. }),
+            matches!(outcome_from_response(&info), CrOutcome::Held { .. }),
             "empty Certificates must not panic or issue"
         );
         info.certificates = Some(vec!["junk".into()]);
