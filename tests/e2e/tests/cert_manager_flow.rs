@@ -107,5 +107,45 @@ async fn certificate_becomes_secret_through_real_cert_manager() -> Result<()> {
         "the Certificate's metadata annotation reached Command through the CertificateRequest: {}",
         rec["metadata"]
     );
+
+    // docs/examples/certificate-overrides.yaml: annotations on a Certificate reach Command.
+    cp.apply_file(&repo().join("docs/examples/certificate-overrides.yaml"))
+        .await?;
+    wait_for(
+        Duration::from_secs(90),
+        "Certificate default/pattern-certificate Ready=True",
+        || {
+            let certs = certs.clone();
+            async move {
+                let c = certs.get("pattern-certificate").await.ok()?;
+                c.data["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+                    .then_some(())
+            }
+        },
+    )
+    .await?;
+    let rec = sim
+        .enrollments()
+        .await?
+        .into_iter()
+        .find(|e| e["subject_cn"] == "pattern.example.com")
+        .context("simulator record")?;
+    ensure!(
+        rec["enrollment_pattern_id"] == 1,
+        "pattern name resolved to id 1: {rec}"
+    );
+    ensure!(
+        rec["metadata"]["ResponsibleTeam"] == "platform@example.com",
+        "custom metadata: {}",
+        rec["metadata"]
+    );
+    ensure!(
+        rec["owner_role"].to_string().contains("IssuerRole"),
+        "owner role: {}",
+        rec["owner_role"]
+    );
     Ok(())
 }
