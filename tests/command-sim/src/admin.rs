@@ -1,12 +1,13 @@
-//! Test-only admin API under `/_sim/` (no auth): inspect enrollments and requests, reset the
-//! logs, and release held requests.
+//! Test-only admin API under `/_sim/` (no auth): inspect enrollments, requests and token
+//! requests, reset the logs, release held requests, revoke tokens and change token lifetimes.
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::enrollment::{self, Release};
+use crate::gce;
 use crate::state::AppState;
 
 /// Path prefix of the admin API.
@@ -23,7 +24,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
 }
 
 /// Handles a request whose path starts with [`PREFIX`].
-pub fn handle(state: &AppState, req: &HttpRequest) -> HttpResponse {
+pub fn handle(state: &AppState, req: &HttpRequest, body: &[u8]) -> HttpResponse {
     let path = req.path().trim_end_matches('/');
     let segments: Vec<&str> = path
         .strip_prefix("/_sim")
@@ -54,9 +55,48 @@ pub fn handle(state: &AppState, req: &HttpRequest) -> HttpResponse {
             let mut logs = state.logs();
             logs.enrollments.clear();
             logs.requests.clear();
+            state.tokens.clear_requests();
             reply(StatusCode::OK, &json!({"reset": true}))
         }
+        (&Method::GET, ["token-requests"]) => reply(StatusCode::OK, &state.tokens.requests()),
+        (&Method::POST, ["tokens", "revoke"]) => {
+            let revoked = state.tokens.revoke_all();
+            reply(StatusCode::OK, &json!({ "revoked": revoked }))
+        }
+        (&Method::POST, ["oauth-clients", id, "lifetime"]) => lifetime(state, id, body),
         _ => error(StatusCode::NOT_FOUND, "unknown admin endpoint"),
+    }
+}
+
+/// Client ids whose token lifetime can be changed: the OAuth clients, `gce` and the Entra client.
+fn lifetime(state: &AppState, id: &str, body: &[u8]) -> HttpResponse {
+    let known = state.config.oauth_client(id).is_some()
+        || id == gce::GCE_CLIENT
+        || state
+            .config
+            .entra
+            .as_ref()
+            .is_some_and(|e| e.client_id == id);
+    if !known {
+        return error(StatusCode::NOT_FOUND, format!("unknown client {id}"));
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        secs: u64,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => {
+            state.tokens.set_lifetime(id, b.secs);
+            reply(
+                StatusCode::OK,
+                &json!({"client_id": id, "token_lifetime_secs": b.secs}),
+            )
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {{\"secs\": N}}: {e}"),
+        ),
     }
 }
 

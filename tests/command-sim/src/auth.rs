@@ -1,12 +1,17 @@
 //! Resolves the `Authorization` header to an identity (command-api.md §3).
 //!
-//! Each scheme has its own resolver; `Bearer` currently always answers 401 and is where the JWT
-//! validator (token endpoint + JWKS, a later issue) plugs in.
+//! `Basic` checks the configured users; `Bearer` verifies a JWT minted by one of the simulated
+//! identity providers (signature, trusted `iss`, `exp`/`nbf`, not revoked) and maps its identity
+//! to a role: built-in IdP tokens through `oauth_clients[].role`, other issuers through
+//! `identity_providers[].subjects`.
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use base64::Engine;
 
+use serde_json::Value;
+
 use crate::config::{Config, Role};
+use crate::tokens::{TokenError, Tokens};
 
 /// Who is calling, after authentication.
 #[derive(Debug, Clone)]
@@ -24,6 +29,8 @@ pub struct Identity {
 pub enum AuthMethod {
     /// HTTP Basic against configured users.
     Basic,
+    /// A bearer JWT of a trusted identity provider.
+    Bearer,
 }
 
 impl Identity {
@@ -48,7 +55,7 @@ impl Identity {
 }
 
 /// Why authentication failed; always answered `401` with an empty body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No `Authorization` header.
     #[error("missing credentials")]
@@ -56,20 +63,43 @@ pub enum AuthError {
     /// Unknown scheme, malformed header, unknown user or wrong password.
     #[error("invalid credentials")]
     Invalid,
-    /// A bearer token was sent but no bearer validator is configured.
-    #[error("bearer tokens are not accepted")]
-    BearerUnsupported,
+    /// The bearer token was refused.
+    #[error("bearer token refused: {0}")]
+    Token(#[from] TokenError),
+    /// A valid bearer token without `sub`, `client_id` or `azp`.
+    #[error("bearer token names no identity")]
+    NoIdentity,
+}
+
+impl AuthError {
+    /// Whether the failure concerns a bearer token (answered with `WWW-Authenticate: Bearer`).
+    pub fn is_bearer(&self) -> bool {
+        matches!(self, AuthError::Token(_) | AuthError::NoIdentity)
+    }
+}
+
+/// What the bearer validator needs besides the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct BearerContext<'a> {
+    /// Minted-token bookkeeping and the signing key.
+    pub tokens: &'a Tokens,
+    /// `iss` of the built-in identity provider (`<sim url>/_idp`).
+    pub builtin_issuer: &'a str,
 }
 
 /// Resolves the caller from the request headers.
-pub fn authenticate(headers: &HeaderMap, config: &Config) -> Result<Identity, AuthError> {
+pub fn authenticate(
+    headers: &HeaderMap,
+    config: &Config,
+    bearer_ctx: BearerContext<'_>,
+) -> Result<Identity, AuthError> {
     let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
     let value = value.to_str().map_err(|_| AuthError::Invalid)?.trim();
     let (scheme, credentials) = value.split_once(' ').ok_or(AuthError::Invalid)?;
     if scheme.eq_ignore_ascii_case("basic") {
         basic(credentials.trim(), config)
     } else if scheme.eq_ignore_ascii_case("bearer") {
-        bearer(credentials.trim(), config)
+        bearer(credentials.trim(), config, bearer_ctx)
     } else {
         Err(AuthError::Invalid)
     }
@@ -100,9 +130,51 @@ fn basic(credentials: &str, config: &Config) -> Result<Identity, AuthError> {
     })
 }
 
-/// Bearer JWT validation goes here (issuer, signature against the JWKS, `exp`, claim → role).
-fn bearer(_token: &str, _config: &Config) -> Result<Identity, AuthError> {
-    Err(AuthError::BearerUnsupported)
+/// Claims that may name the identity in `identity_providers[].subjects`, in lookup order.
+pub const SUBJECT_CLAIMS: [&str; 6] = ["sub", "oid", "client_id", "azp", "appid", "email"];
+
+fn bearer(token: &str, config: &Config, ctx: BearerContext<'_>) -> Result<Identity, AuthError> {
+    let mut trusted = vec![ctx.builtin_issuer.to_string()];
+    trusted.extend(config.identity_providers.iter().map(|p| p.issuer.clone()));
+    let claims = ctx.tokens.validate(token, &trusted)?;
+    let claim = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let name = claim("sub")
+        .or_else(|| claim("client_id"))
+        .or_else(|| claim("azp"))
+        .ok_or(AuthError::NoIdentity)?;
+    let iss = claim("iss").unwrap_or_default();
+    let mut role_name: Option<String> = None;
+    if iss == ctx.builtin_issuer {
+        if let Some(client) = config.oauth_client(name) {
+            role_name.clone_from(&client.role);
+        }
+    }
+    if role_name.is_none() {
+        role_name = config
+            .identity_providers
+            .iter()
+            .filter(|p| p.issuer == iss)
+            .flat_map(|p| {
+                SUBJECT_CLAIMS
+                    .iter()
+                    .filter_map(|k| claim(k))
+                    .filter_map(|v| p.subjects.get(v).cloned().flatten())
+            })
+            .next();
+    }
+    Ok(Identity {
+        name: name.to_string(),
+        method: AuthMethod::Bearer,
+        role: role_name
+            .as_deref()
+            .and_then(|r| config.role_by_name(r))
+            .cloned(),
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -117,13 +189,52 @@ mod tests {
     use super::*;
     use actix_web::http::header::HeaderValue;
 
+    use crate::jwt::Claims;
+    use serde_json::json;
+
+    const IDP: &str = "https://127.0.0.1:1/_idp";
+
     fn config() -> Config {
         serde_json::from_str(
             r#"{"roles":[{"id":2,"name":"R","permissions":["/metadata/types/read/"]}],
                 "users":[{"username":"CORP\\u","password":"p","role":"R"},
-                         {"username":"plain","password":"q"}]}"#,
+                         {"username":"plain","password":"q"}],
+                "oauth_clients":[{"client_id":"c1","client_secret":"s","role":"R"},
+                                 {"client_id":"c2","client_secret":"s"}],
+                "identity_providers":[{"issuer":"https://accounts.google.com",
+                                       "subjects":{"user@x.iam":"R"}}]}"#,
         )
         .expect("config")
+    }
+
+    /// One token authority per test thread, shared by minting and validation.
+    fn tokens() -> &'static Tokens {
+        thread_local! {
+            static TOKENS: &'static Tokens = Box::leak(Box::new(Tokens::new().expect("tokens")));
+        }
+        TOKENS.with(|t| *t)
+    }
+
+    fn authenticate(headers: &HeaderMap, config: &Config) -> Result<Identity, AuthError> {
+        super::authenticate(
+            headers,
+            config,
+            BearerContext {
+                tokens: tokens(),
+                builtin_issuer: IDP,
+            },
+        )
+    }
+
+    fn bearer_header(claims: serde_json::Value, lifetime: u64) -> HeaderMap {
+        let serde_json::Value::Object(map) = claims else {
+            panic!("claims must be an object")
+        };
+        let map: Claims = map;
+        headers(&format!(
+            "Bearer {}",
+            tokens().mint(map, lifetime).expect("mint")
+        ))
     }
 
     fn headers(value: &str) -> HeaderMap {
@@ -165,9 +276,41 @@ mod tests {
             authenticate(&headers("Basic !!!"), &c).err(),
             Some(AuthError::Invalid)
         );
-        assert_eq!(
+        assert!(matches!(
             authenticate(&headers("Bearer abc"), &c).err(),
-            Some(AuthError::BearerUnsupported)
+            Some(AuthError::Token(_))
+        ));
+    }
+
+    #[test]
+    fn bearer_tokens_map_to_roles() {
+        let c = config();
+        let id = authenticate(&bearer_header(json!({"iss": IDP, "sub": "c1"}), 60), &c)
+            .expect("builtin client");
+        assert_eq!(id.method, AuthMethod::Bearer);
+        assert_eq!(id.role.as_ref().map(|r| r.name.as_str()), Some("R"));
+        let id = authenticate(&bearer_header(json!({"iss": IDP, "azp": "c2"}), 60), &c)
+            .expect("client without role");
+        assert_eq!(id.name, "c2");
+        assert!(id.role.is_none());
+        let google =
+            json!({"iss": "https://accounts.google.com", "sub": "1", "email": "user@x.iam"});
+        let id = authenticate(&bearer_header(google, 60), &c).expect("google");
+        assert_eq!(id.name, "1");
+        assert!(id.role.is_some(), "mapped through the email claim");
+        let err = authenticate(
+            &bearer_header(json!({"iss": "https://other", "sub": "c1"}), 60),
+            &c,
+        )
+        .expect_err("unknown issuer");
+        assert!(err.is_bearer());
+        assert_eq!(
+            authenticate(&bearer_header(json!({"iss": IDP, "sub": "c1"}), 0), &c).err(),
+            Some(AuthError::Token(TokenError::Expired))
+        );
+        assert_eq!(
+            authenticate(&bearer_header(json!({"iss": IDP}), 60), &c).err(),
+            Some(AuthError::NoIdentity)
         );
     }
 }

@@ -116,6 +116,18 @@ pub struct Config {
     /// Enrollment patterns (25.1 only).
     #[serde(default)]
     pub enrollment_patterns: Vec<EnrollmentPattern>,
+    /// Clients of the built-in identity provider (`POST /_idp/token`).
+    #[serde(default)]
+    pub oauth_clients: Vec<OAuthClient>,
+    /// Further token issuers Command trusts (the built-in IdP is always trusted).
+    #[serde(default)]
+    pub identity_providers: Vec<IdentityProvider>,
+    /// The Google metadata server simulator (`--gce-metadata-listen`).
+    #[serde(default)]
+    pub gce: GceConfig,
+    /// The Entra ID token endpoint simulator (`/_entra/…`); absent = every tenant unknown.
+    #[serde(default)]
+    pub entra: Option<EntraConfig>,
 }
 
 fn default_base_path() -> String {
@@ -128,6 +140,154 @@ fn default_true() -> bool {
 
 fn default_data_type() -> i64 {
     1
+}
+
+fn default_lifetime() -> u64 {
+    3600
+}
+
+/// How an OAuth client must authenticate at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthStyle {
+    /// `Authorization: Basic` only.
+    Basic,
+    /// `client_id` + `client_secret` in the form body only.
+    Body,
+    /// Either.
+    #[default]
+    Any,
+}
+
+/// A client of the built-in identity provider (RFC 6749 §4.4 client credentials).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClient {
+    /// Client id; also the token's `sub`, `client_id` and `azp`.
+    pub client_id: String,
+    /// Client secret, compared exactly.
+    pub client_secret: String,
+    /// Which client authentication the token endpoint accepts.
+    #[serde(default)]
+    pub auth_style: AuthStyle,
+    /// Command role of the client's tokens; none = authenticated but in no role (→ 403).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// `expires_in` / `exp - iat` of issued tokens.
+    #[serde(default = "default_lifetime")]
+    pub token_lifetime_secs: u64,
+    /// Scopes the client may request; empty = any.
+    #[serde(default)]
+    pub allowed_scopes: Vec<String>,
+    /// `aud` when the request has no `audience` (default `command`).
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// A token issuer Command trusts, with the role of each identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProvider {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// Identity (`sub`, `oid`, `client_id`, `azp`, `appid` or `email` claim) → role name;
+    /// `null` = known but in no role.
+    #[serde(default)]
+    pub subjects: std::collections::BTreeMap<String, Option<String>>,
+}
+
+fn default_gce_subject() -> String {
+    "112233445566778899".into()
+}
+
+fn default_gce_email() -> String {
+    "command-issuer@project.iam.gserviceaccount.com".into()
+}
+
+fn default_gce_project() -> String {
+    "project".into()
+}
+
+/// The simulated GKE metadata server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GceConfig {
+    /// `false`: the Kubernetes ServiceAccount is not bound to a Google service account, so the
+    /// identity endpoint answers 404.
+    #[serde(default = "default_true")]
+    pub bound: bool,
+    /// `sub` (and `azp`) of the ID tokens.
+    #[serde(default = "default_gce_subject")]
+    pub subject: String,
+    /// `email` of the ID tokens.
+    #[serde(default = "default_gce_email")]
+    pub email: String,
+    /// `project/project-id`.
+    #[serde(default = "default_gce_project")]
+    pub project_id: String,
+    /// Lifetime of the ID tokens.
+    #[serde(default = "default_lifetime")]
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for GceConfig {
+    fn default() -> Self {
+        GceConfig {
+            bound: true,
+            subject: default_gce_subject(),
+            email: default_gce_email(),
+            project_id: default_gce_project(),
+            token_lifetime_secs: default_lifetime(),
+        }
+    }
+}
+
+fn default_entra_subject() -> String {
+    "99999999-8888-7777-6666-555555555555".into()
+}
+
+/// The simulated Entra ID tenant with one workload identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntraConfig {
+    /// Tenant id in the token URL.
+    pub tenant_id: String,
+    /// Client (application) id of the workload identity.
+    pub client_id: String,
+    /// The exact `client_assertion` accepted; empty = any non-empty assertion.
+    #[serde(default)]
+    pub federated_token: String,
+    /// `sub` and `oid` of the issued tokens.
+    #[serde(default = "default_entra_subject")]
+    pub subject: String,
+    /// Known resources (`scope` without `/.default`), compared case-insensitively; absent =
+    /// `["api://<client_id>"]`, empty = any.
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+    /// `roles` claim of the issued tokens (app roles), omitted when empty.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// `false`: the identity is not assigned to an app role (`AADSTS501051`).
+    #[serde(default = "default_true")]
+    pub role_assigned: bool,
+    /// `expires_in` of the issued tokens.
+    #[serde(default = "default_lifetime")]
+    pub token_lifetime_secs: u64,
+}
+
+impl EntraConfig {
+    /// `https://login.microsoftonline.com/{tenant}/v2.0`.
+    pub fn issuer(&self) -> String {
+        format!("https://login.microsoftonline.com/{}/v2.0", self.tenant_id)
+    }
+
+    /// Whether `resource` is a known app (see [`EntraConfig::resources`]).
+    pub fn knows_resource(&self, resource: &str) -> bool {
+        match &self.resources {
+            None => resource.eq_ignore_ascii_case(&format!("api://{}", self.client_id)),
+            Some(list) => list.is_empty() || list.iter().any(|r| r.eq_ignore_ascii_case(resource)),
+        }
+    }
 }
 
 /// A Basic-auth identity.
@@ -310,6 +470,11 @@ impl Config {
         }
     }
 
+    /// Finds an OAuth client by id (exact).
+    pub fn oauth_client(&self, client_id: &str) -> Option<&OAuthClient> {
+        self.oauth_clients.iter().find(|c| c.client_id == client_id)
+    }
+
     /// Finds a template by short name (case-insensitive).
     pub fn template_by_name(&self, name: &str) -> Option<&Template> {
         self.templates
@@ -372,6 +537,39 @@ impl Config {
             if let Some(role) = &user.role {
                 if self.role_by_name(role).is_none() {
                     return bad(format!("user {} has unknown role {role}", user.username));
+                }
+            }
+        }
+        unique(
+            self.oauth_clients.iter().map(|c| c.client_id.clone()),
+            "oauth client id",
+        )?;
+        unique(
+            self.identity_providers.iter().map(|p| p.issuer.clone()),
+            "identity provider issuer",
+        )?;
+        for c in &self.oauth_clients {
+            if c.client_id.is_empty() {
+                return bad("oauth client with empty client_id".into());
+            }
+            if let Some(role) = &c.role {
+                if self.role_by_name(role).is_none() {
+                    return bad(format!(
+                        "oauth client {} has unknown role {role}",
+                        c.client_id
+                    ));
+                }
+            }
+        }
+        for p in &self.identity_providers {
+            for (subject, role) in &p.subjects {
+                if let Some(role) = role {
+                    if self.role_by_name(role).is_none() {
+                        return bad(format!(
+                            "identity provider {} maps {subject} to unknown role {role}",
+                            p.issuer
+                        ));
+                    }
                 }
             }
         }
@@ -472,5 +670,28 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = serde_json::from_str::<Config>(r#"{"bogus":1}"#);
         assert!(err.is_err());
+        let err = serde_json::from_str::<Config>(
+            r#"{"oauth_clients":[{"client_id":"a","client_secret":"b","bogus":1}]}"#,
+        );
+        assert!(err.is_err());
+        let err = serde_json::from_str::<Config>(r#"{"gce":{"bogus":1}}"#);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn oauth_defaults_and_role_check() {
+        let c: Config = serde_json::from_str(
+            r#"{"oauth_clients":[{"client_id":"a","client_secret":"b","role":"Nope"}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(c.oauth_clients[0].auth_style, AuthStyle::Any);
+        assert_eq!(c.oauth_clients[0].token_lifetime_secs, 3600);
+        assert!(c.gce.bound);
+        assert!(c.validate().is_err());
+        let e: EntraConfig =
+            serde_json::from_str(r#"{"tenant_id":"t","client_id":"c"}"#).expect("entra");
+        assert!(e.knows_resource("API://c"));
+        assert!(!e.knows_resource("api://other"));
+        assert_eq!(e.issuer(), "https://login.microsoftonline.com/t/v2.0");
     }
 }

@@ -8,10 +8,15 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod entra;
 pub mod errors;
+pub mod gce;
+pub mod idp;
+pub mod jwt;
 pub mod pki;
 pub mod server;
 pub mod state;
+pub mod tokens;
 
 use std::path::PathBuf;
 
@@ -45,6 +50,10 @@ pub struct Cli {
     /// Reuse (or create) a persisted root/issuing CA in this directory.
     #[arg(long)]
     pub pki_dir: Option<PathBuf>,
+    /// Also serve the GKE metadata server (plain HTTP) on this loopback address, e.g.
+    /// `127.0.0.1:0`; ready.json then has `gce_metadata`.
+    #[arg(long)]
+    pub gce_metadata_listen: Option<String>,
     /// Stdout log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -58,6 +67,7 @@ impl Cli {
             listen: self.listen.clone(),
             state_dir: self.state_dir.clone(),
             pki_dir: self.pki_dir.clone(),
+            gce_metadata_listen: self.gce_metadata_listen.clone(),
         }
     }
 }

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError};
 use crate::errors::empty_response;
+use crate::jwt::KeyError;
 use crate::pki::{Pki, PkiError};
 use crate::state::{now_rfc3339, AppState, RequestRecord};
-use crate::{admin, api};
+use crate::{admin, api, entra, gce, idp};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -28,6 +29,9 @@ pub enum SimError {
     /// Certificate problem.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// Token signing key problem.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// File or socket problem.
     #[error("{context}: {source}")]
     Io {
@@ -54,6 +58,8 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Directory holding (or receiving) a persisted root/issuing CA.
     pub pki_dir: Option<PathBuf>,
+    /// Loopback address of the plain-HTTP GKE metadata server; `None` = not served.
+    pub gce_metadata_listen: Option<String>,
 }
 
 /// Contents of `ready.json`, written once the listener is bound.
@@ -69,6 +75,9 @@ pub struct Ready {
     pub pki_root: String,
     /// PEM file of the issuing CA.
     pub pki_issuing: String,
+    /// `127.0.0.1:PORT` of the GKE metadata server, when `--gce-metadata-listen` was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gce_metadata: Option<String>,
 }
 
 /// A started simulator.
@@ -106,9 +115,29 @@ pub async fn start(opts: Options) -> Result<Running, SimError> {
     write_atomic(&pki_root, &pki.root_pem)?;
     write_atomic(&pki_issuing, &pki.issuing_pem)?;
 
-    let state = web::Data::new(AppState::new(config, pki));
+    let listener = std::net::TcpListener::bind(opts.listen.as_str())
+        .map_err(io(format!("bind {}", opts.listen)))?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(io(format!("bind {}", opts.listen)))?;
+    let gce_listener = match &opts.gce_metadata_listen {
+        Some(a) => Some(
+            std::net::TcpListener::bind(a.as_str())
+                .map_err(io(format!("bind GCE metadata listener {a}")))?,
+        ),
+        None => None,
+    };
+    let gce_addr = match &gce_listener {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(io("GCE metadata listener address"))?,
+        ),
+        None => None,
+    };
+
+    let state = web::Data::new(AppState::new(config, pki, format!("https://{addr}"))?);
     let app_state = state.clone();
-    let server = HttpServer::new(move || {
+    let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
@@ -116,16 +145,13 @@ pub async fn start(opts: Options) -> Result<Running, SimError> {
     })
     .workers(2)
     .shutdown_timeout(2)
-    .bind_rustls_0_23(opts.listen.as_str(), tls)
-    .map_err(io(format!("bind {}", opts.listen)))?;
-    let addr: SocketAddr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| SimError::Io {
-            context: format!("bind {}", opts.listen),
-            source: std::io::Error::other("no address bound"),
-        })?;
+    .listen_rustls_0_23(listener, tls)
+    .map_err(io(format!("listen {}", opts.listen)))?;
+    if let Some(l) = gce_listener {
+        server = server
+            .listen(l)
+            .map_err(io("listen GCE metadata listener"))?;
+    }
     let server = server.run();
     let handle = server.handle();
     let join = actix_rt::spawn(server);
@@ -136,6 +162,7 @@ pub async fn start(opts: Options) -> Result<Running, SimError> {
         tls_ca: tls_ca.display().to_string(),
         pki_root: pki_root.display().to_string(),
         pki_issuing: pki_issuing.display().to_string(),
+        gce_metadata: gce_addr.map(|a| a.to_string()),
     };
     let text = serde_json::to_string_pretty(&ready).unwrap_or_default();
     write_atomic(&state_dir.join("ready.json"), &text)?;
@@ -143,6 +170,7 @@ pub async fn start(opts: Options) -> Result<Running, SimError> {
         url = %ready.url,
         base_path = %state.config.base(),
         version = %state.product_version,
+        gce_metadata = ready.gce_metadata.as_deref().unwrap_or("-"),
         "command-sim ready"
     );
     Ok(Running {
@@ -184,13 +212,28 @@ fn redacted_headers(req: &HttpRequest) -> BTreeMap<String, String> {
     headers
 }
 
-/// Every request lands here: admin API, Keyfactor API under the base path, or 404.
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Every request lands here: the GKE metadata server (plain listener), admin API, identity
+/// providers, Keyfactor API under the base path, or 404.
 async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
     let path = req.path();
-    let is_admin = path.starts_with(admin::PREFIX) || path == "/_sim";
-    let resp = if is_admin {
-        admin::handle(&state, &req)
+    let is_gce = !req.app_config().secure();
+    let is_admin = !is_gce && (path.starts_with(admin::PREFIX) || path == "/_sim");
+    let resp = if is_gce {
+        gce::handle(&state, &req)
+    } else if is_admin {
+        admin::handle(&state, &req, &body)
+    } else if under(path, idp::PREFIX) {
+        idp::handle(&state, &req, &body)
+    } else if under(path, entra::PREFIX) {
+        entra::handle(&state, &req, &body)
     } else {
         let resp = match api::strip_base(path, state.config.base()) {
             Some(sub_path) => api::handle(&state, &req, &body, sub_path),
@@ -214,6 +257,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         status = resp.status().as_u16(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         admin = is_admin,
+        gce = is_gce,
         "request"
     );
     resp

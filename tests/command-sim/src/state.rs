@@ -6,7 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::jwt::KeyError;
 use crate::pki::Pki;
+use crate::tokens::Tokens;
 
 /// Oldest entries are dropped beyond this many request-log entries.
 pub const MAX_REQUEST_LOG: usize = 50_000;
@@ -121,23 +123,29 @@ pub struct AppState {
     pub pki: Pki,
     /// `x-keyfactor-product-version` value.
     pub product_version: String,
+    /// Base URL of the HTTPS listener (`https://127.0.0.1:PORT`, as in ready.json).
+    pub url: String,
+    /// Minted tokens, revocations, lifetime overrides and the token request log.
+    pub tokens: Tokens,
     logs: Mutex<Logs>,
 }
 
 impl AppState {
     /// Builds the state; ids start at 1000 (`KeyfactorID`) and 5000 (`KeyfactorRequestId`).
-    pub fn new(config: Config, pki: Pki) -> Self {
+    pub fn new(config: Config, pki: Pki, url: String) -> Result<Self, KeyError> {
         let product_version = config.product_version();
-        AppState {
+        Ok(AppState {
             config,
             pki,
             product_version,
+            url,
+            tokens: Tokens::new()?,
             logs: Mutex::new(Logs {
                 next_keyfactor_id: 1000,
                 next_request_id: 5000,
                 ..Logs::default()
             }),
-        }
+        })
     }
 
     /// Locks the logs (a poisoned lock is still usable: records are plain data).

@@ -205,13 +205,24 @@ pub fn handle(state: &AppState, req: &HttpRequest, body: &[u8], sub_path: &str) 
         RouteMatch::WrongMethod => return empty_response(StatusCode::METHOD_NOT_ALLOWED, version),
         RouteMatch::NotFound => return empty_response(StatusCode::NOT_FOUND, version),
     };
-    let identity = match auth::authenticate(req.headers(), &state.config) {
+    let builtin_issuer = crate::idp::issuer(state);
+    let bearer_ctx = auth::BearerContext {
+        tokens: &state.tokens,
+        builtin_issuer: &builtin_issuer,
+    };
+    let identity = match auth::authenticate(req.headers(), &state.config, bearer_ctx) {
         Ok(identity) => identity,
-        Err(_) => {
+        Err(e) => {
+            tracing::info!(reason = %e, "authentication failed");
+            let challenge = if e.is_bearer() {
+                "Bearer error=\"invalid_token\""
+            } else {
+                "Basic"
+            };
             let mut resp = empty_response(StatusCode::UNAUTHORIZED, version);
             resp.headers_mut().insert(
                 actix_web::http::header::WWW_AUTHENTICATE,
-                actix_web::http::header::HeaderValue::from_static("Basic"),
+                actix_web::http::header::HeaderValue::from_static(challenge),
             );
             return resp;
         }
