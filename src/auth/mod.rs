@@ -1,8 +1,14 @@
 //! Credentials → `Authorization` header, with the moment it stops being valid.
 
+mod ambient;
 mod basic;
 mod oauth;
 
+pub use ambient::{
+    ambient_token, azure_token, combined_error, effective_audience, gce_identity_url, gcp_id_token,
+    jwt_claims_summary, split_scopes, AMBIENT_TIMEOUT, AZURE_LOG_CLAIMS, DEFAULT_AUDIENCE,
+    GCP_LOG_CLAIMS,
+};
 pub use basic::{basic_authorization, normalize_username};
 pub use oauth::{
     fetch_client_credentials, parse_token, token_error, token_form, urlencode, AuthStyle,
