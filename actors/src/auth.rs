@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, WrapFuture};
 use command_issuer::auth::{
-    basic_authorization, fetch_client_credentials, AuthHeader, AuthStyle, TokenRequest,
+    ambient_token, basic_authorization, fetch_client_credentials, AuthHeader, AuthStyle,
+    TokenRequest,
 };
 use command_issuer::command::build_http_client;
 use command_issuer::config::Credentials;
@@ -21,6 +22,8 @@ pub struct AuthActor {
     key: IssuerKey,
     credentials: Option<Credentials>,
     ca_bundle_pem: Option<String>,
+    scopes: Vec<String>,
+    audience: String,
     http: Option<awc::Client>,
     style: Option<AuthStyle>,
     cached: Option<AuthHeader>,
@@ -34,6 +37,8 @@ impl AuthActor {
             key,
             credentials: None,
             ca_bundle_pem: None,
+            scopes: Vec::new(),
+            audience: String::new(),
             http: None,
             style: None,
             cached: None,
@@ -51,7 +56,11 @@ impl Handler<SetCredentials> for AuthActor {
     fn handle(&mut self, msg: SetCredentials, _: &mut Context<Self>) {
         if self.credentials.as_ref() != Some(&msg.credentials)
             || self.ca_bundle_pem != msg.ca_bundle_pem
+            || self.scopes != msg.scopes
+            || self.audience != msg.audience
         {
+            self.scopes = msg.scopes;
+            self.audience = msg.audience;
             debug!(issuer = %self.key, credentials = ?msg.credentials, "credentials changed; cached token dropped");
             self.credentials = Some(msg.credentials);
             self.ca_bundle_pem = msg.ca_bundle_pem;
@@ -91,19 +100,33 @@ impl Handler<GetAuthorization> for AuthActor {
             Credentials::Basic { username, password } => {
                 let r = basic_authorization(&username, &password).map_err(|e| e.to_string());
                 if let Ok(v) = &r {
-                    self.cached = Some(AuthHeader { value: v.clone(), expires: None });
+                    self.cached = Some(AuthHeader {
+                        value: v.clone(),
+                        expires: None,
+                    });
                 }
                 ready(r)
             }
-            Credentials::OAuth { token_url, client_id, client_secret, scopes, audience } => {
+            Credentials::OAuth {
+                token_url,
+                client_id,
+                client_secret,
+                scopes,
+                audience,
+            } => {
                 let http = match &self.http {
                     Some(h) => h.clone(),
-                    None => match build_http_client(self.ca_bundle_pem.as_deref(), Duration::from_secs(30)) {
+                    None => match build_http_client(
+                        self.ca_bundle_pem.as_deref(),
+                        Duration::from_secs(30),
+                    ) {
                         Ok(h) => {
                             self.http = Some(h.clone());
                             h
                         }
-                        Err(e) => return ready(Err(format!("failed to retrieve OAuth token: {e}"))),
+                        Err(e) => {
+                            return ready(Err(format!("failed to retrieve OAuth token: {e}")))
+                        }
                     },
                 };
                 let style = self.style;
@@ -134,9 +157,25 @@ impl Handler<GetAuthorization> for AuthActor {
                     }
                 })))
             }
-            Credentials::Ambient => ready(Err(
-                "failed to obtain ambient credentials: ambient credentials are not supported by this build yet".into(),
-            )),
+            Credentials::Ambient => {
+                let (scopes, audience, op_id) =
+                    (self.scopes.clone(), self.audience.clone(), msg.op_id);
+                let fut = async move { ambient_token(&scopes, &audience).await };
+                AtomicResponse::new(Box::pin(fut.into_actor(self).map(move |res, act, _| match res {
+                    Ok((header, provider)) => {
+                        act.metrics.token_fetches.get_or_create(&OutcomeLabels { outcome: "ok".into() }).inc();
+                        info!(issuer = %act.key, op_id = ?op_id, provider, "ambient token fetched");
+                        let v = header.value.clone();
+                        act.cached = Some(header);
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        act.metrics.token_fetches.get_or_create(&OutcomeLabels { outcome: "error".into() }).inc();
+                        warn!(issuer = %act.key, op_id = ?op_id, error = %e, "ambient token fetch failed");
+                        Err(e.to_string())
+                    }
+                })))
+            }
         }
     }
 }

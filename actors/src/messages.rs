@@ -134,6 +134,10 @@ pub struct SetCredentials {
     pub credentials: Credentials,
     /// Trust for the token endpoint (the same bundle as for Command).
     pub ca_bundle_pem: Option<String>,
+    /// Ambient scopes from the spec (commas and whitespace split).
+    pub scopes: Vec<String>,
+    /// Ambient audience from the spec (empty = `command`).
+    pub audience: String,
 }
 
 /// Anyone → auth: an Authorization header for this issuer.

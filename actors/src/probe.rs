@@ -29,6 +29,7 @@ use crate::messages::{
 };
 use crate::registry::Registry;
 use crate::status_writer::StatusWriter;
+use command_issuer::auth::split_scopes;
 use command_issuer::metrics::{IssuerLabels, Metrics};
 
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
@@ -270,6 +271,8 @@ impl Probe {
             auth.do_send(SetCredentials {
                 credentials: conn.credentials.clone(),
                 ca_bundle_pem: conn.ca_bundle_pem.clone(),
+                scopes: split_scopes(spec.scopes.as_deref().unwrap_or("")),
+                audience: spec.audience.clone().unwrap_or_default(),
             });
             let header = match auth.send(GetAuthorization { op_id: None }).await {
                 Ok(Ok(h)) => h,
