@@ -185,6 +185,9 @@ async fn run_cases(env: &mut Env) -> Result<()> {
         .context("case: missing issuer")?;
     rbac_is_least_privilege(env).await.context("case: RBAC")?;
     metrics_move(env).await.context("case: /metrics")?;
+    no_secret_in_logs_events_or_status(env)
+        .await
+        .context("case: secrets stay secret")?;
     Ok(())
 }
 
@@ -616,6 +619,53 @@ async fn rbac_is_least_privilege(env: &mut Env) -> Result<()> {
             .map(|_| ()),
         "delete an Issuer",
     )?;
+    Ok(())
+}
+
+async fn no_secret_in_logs_events_or_status(env: &mut Env) -> Result<()> {
+    // Passwords of every credential Secret this run used.
+    let secrets = ["sim-password-1", "sim-password-2"];
+    let logs = env.ctl.logs();
+    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::all(env.client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let events = serde_json::to_string(&events.items)?;
+    let crs = command_issuer_e2e::k8s::certificate_requests(&env.client, "default")
+        .list(&ListParams::default())
+        .await?;
+    let statuses = serde_json::to_string(
+        &crs.items
+            .iter()
+            .map(|c| &c.data["status"])
+            .collect::<Vec<_>>(),
+    )?;
+    let issuers = issuer_api(&env.client, "Issuer", Some("default"))
+        .list(&ListParams::default())
+        .await?;
+    let issuer_statuses = serde_json::to_string(
+        &issuers
+            .items
+            .iter()
+            .map(|c| &c.data["status"])
+            .collect::<Vec<_>>(),
+    )?;
+    for s in secrets {
+        for (what, text) in [
+            ("log", &logs),
+            ("Events", &events),
+            ("request status", &statuses),
+            ("issuer status", &issuer_statuses),
+        ] {
+            ensure!(
+                !text.contains(s),
+                "a password appeared in the controller's {what}"
+            );
+        }
+    }
+    ensure!(
+        !logs.contains("Basic "),
+        "an Authorization header value reached the log"
+    );
     Ok(())
 }
 
