@@ -167,7 +167,7 @@ impl CommandClient {
         name: &str,
         auth: &SecretString,
     ) -> Result<Vec<EnrollmentPattern>, CommandError> {
-        let q = form_encode(&format!("Name -eq \"{name}\""));
+        let q = crate::auth::urlencode(&format!("Name -eq \"{name}\""));
         self.get_json(&format!("/EnrollmentPatterns?QueryString={q}"), auth, false)
             .await
     }
@@ -200,21 +200,6 @@ fn status_error(status: StatusCode, body: &[u8]) -> CommandError {
     }
 }
 
-/// Go form encoding: space → `+`, everything outside unreserved → `%XX`.
-fn form_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,7 +207,7 @@ mod tests {
     #[test]
     fn query_is_form_encoded_like_go() {
         assert_eq!(
-            form_encode("Name -eq \"Default Pattern\""),
+            crate::auth::urlencode("Name -eq \"Default Pattern\""),
             "Name+-eq+%22Default+Pattern%22"
         );
     }

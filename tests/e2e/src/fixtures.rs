@@ -88,3 +88,73 @@ pub async fn get_plain(addr: &str, path: &str) -> Option<(u16, String)> {
     let r = crate::http::HttpClient::plain(addr).get(path).await.ok()?;
     Some((r.status, r.text()))
 }
+
+/// Waits until the request's Ready condition has `reason`, so tests assert on what users see.
+pub async fn wait_cr_reason(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: std::time::Duration,
+) -> Result<crate::Condition> {
+    crate::wait_for(
+        timeout,
+        &format!("CertificateRequest {ns}/{name} Ready reason {reason}"),
+        || async move {
+            crate::ready_condition(client, ns, name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|c| c.reason == reason)
+        },
+    )
+    .await
+}
+
+/// Creates a request for `<name>.<suffix>` to `kind/issuer`, approves it and waits for Issued.
+pub async fn issue_and_wait(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    kind: &str,
+    issuer: &str,
+    suffix: &str,
+) -> Result<()> {
+    let cn = format!("{name}.{suffix}");
+    let (pem, _) = crate::make_csr(&cn, &[])?;
+    crate::create_certificate_request(client, ns, name, &pem, kind, issuer, &[]).await?;
+    crate::approve(client, ns, name).await?;
+    wait_cr_reason(
+        client,
+        ns,
+        name,
+        "Issued",
+        std::time::Duration::from_secs(15),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until an issuer's Ready condition has `status`; returns that condition.
+pub async fn wait_issuer_ready(
+    client: &Client,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+    status: &str,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value> {
+    let api = issuer_api(client, kind, ns);
+    crate::wait_for(timeout, &format!("{kind} {name} Ready={status}"), || {
+        let api = api.clone();
+        async move {
+            let o = api.get(name).await.ok()?;
+            o.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready" && c["status"] == status)
+                .cloned()
+        }
+    })
+    .await
+}

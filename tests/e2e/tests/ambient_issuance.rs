@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use command_issuer_e2e::fixtures::{install_credentials, issuer_api, repo_file};
-use command_issuer_e2e::{
-    approve, create_certificate_request, make_csr, ready_condition, wait_for, ControlPlane,
-    Controller, Sim,
+use command_issuer_e2e::fixtures::{
+    install_credentials, issue_and_wait, issuer_api, repo_file, wait_issuer_ready,
 };
+use command_issuer_e2e::{ControlPlane, Controller, Sim};
 use kube::api::PostParams;
 use kube::Client;
 use serde_json::{json, Value};
@@ -24,45 +23,6 @@ async fn ambient_issuer(client: &Client, sim: &Sim, name: &str, extra: Value) ->
     issuer_api(client, "ClusterIssuer", None)
         .create(&PostParams::default(), &serde_json::from_value(obj)?)
         .await?;
-    Ok(())
-}
-
-async fn ready(client: &Client, name: &str, status: &str) -> Result<Value> {
-    let api = issuer_api(client, "ClusterIssuer", None);
-    wait_for(
-        Duration::from_secs(30),
-        &format!("ClusterIssuer {name} Ready={status}"),
-        || {
-            let api = api.clone();
-            async move {
-                let o = api.get(name).await.ok()?;
-                o.data["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .find(|c| c["type"] == "Ready" && c["status"] == status)
-                    .cloned()
-            }
-        },
-    )
-    .await
-}
-
-async fn issue(client: &Client, name: &str, issuer: &str) -> Result<()> {
-    let (pem, _) = make_csr(&format!("{name}.ambient.test"), &[])?;
-    create_certificate_request(client, "default", name, &pem, "ClusterIssuer", issuer, &[]).await?;
-    approve(client, "default", name).await?;
-    wait_for(
-        Duration::from_secs(15),
-        &format!("{name} Issued"),
-        || async {
-            ready_condition(client, "default", name)
-                .await
-                .ok()
-                .flatten()
-                .filter(|c| c.reason == "Issued")
-        },
-    )
-    .await?;
     Ok(())
 }
 
@@ -111,9 +71,33 @@ async fn ambient_azure_and_google_issue_certificates() -> Result<()> {
     )?;
     ambient_issuer(&client, &sim, "azure", json!({"scopes": scope})).await?;
     ambient_issuer(&client, &sim, "azure-no-scope", json!({})).await?;
-    ready(&client, "azure", "True").await?;
-    issue(&client, "via-azure", "azure").await?;
-    let c = ready(&client, "azure-no-scope", "False").await?;
+    wait_issuer_ready(
+        &client,
+        "ClusterIssuer",
+        None,
+        "azure",
+        "True",
+        Duration::from_secs(30),
+    )
+    .await?;
+    issue_and_wait(
+        &client,
+        "default",
+        "via-azure",
+        "ClusterIssuer",
+        "azure",
+        "ambient.test",
+    )
+    .await?;
+    let c = wait_issuer_ready(
+        &client,
+        "ClusterIssuer",
+        None,
+        "azure-no-scope",
+        "False",
+        Duration::from_secs(30),
+    )
+    .await?;
     let m = c["message"].as_str().unwrap_or("");
     println!("no scopes: {m}");
     ensure!(
@@ -139,8 +123,24 @@ async fn ambient_azure_and_google_issue_certificates() -> Result<()> {
         &["--cluster-resource-namespace=command-issuer-system"],
     )?;
     ambient_issuer(&client, &sim, "google", json!({})).await?;
-    ready(&client, "google", "True").await?;
-    issue(&client, "via-google", "google").await?;
+    wait_issuer_ready(
+        &client,
+        "ClusterIssuer",
+        None,
+        "google",
+        "True",
+        Duration::from_secs(30),
+    )
+    .await?;
+    issue_and_wait(
+        &client,
+        "default",
+        "via-google",
+        "ClusterIssuer",
+        "google",
+        "ambient.test",
+    )
+    .await?;
     let reqs: Vec<Value> = sim.http().get("/_sim/token-requests").await?.json()?;
     ensure!(
         reqs.iter()

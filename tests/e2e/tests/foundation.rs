@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use command_issuer_e2e::fixtures::{get_plain, install_credentials, issuer_api, point_at_sim};
+use command_issuer_e2e::fixtures::{
+    get_plain, install_credentials, issuer_api, point_at_sim, wait_cr_reason,
+    wait_issuer_ready as wait_issuer,
+};
 use command_issuer_e2e::{
     approve, create_certificate_request, deny, events_for, get_certificate_request, make_csr,
-    ready_condition, status_ca, status_certificate, tool_path, verify_chain, wait_for,
-    ControlPlane, Controller, Sim,
+    status_ca, status_certificate, tool_path, verify_chain, wait_for, ControlPlane, Controller,
+    Sim,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -31,46 +34,6 @@ fn cond(obj: &DynamicObject, type_: &str) -> Option<Value> {
         .iter()
         .find(|c| c["type"] == type_)
         .cloned()
-}
-
-async fn wait_issuer(
-    client: &Client,
-    kind: &str,
-    ns: Option<&str>,
-    name: &str,
-    status: &str,
-    timeout: Duration,
-) -> Result<Value> {
-    let api = issuer_api(client, kind, ns);
-    wait_for(timeout, &format!("{kind} {name} Ready={status}"), || {
-        let api = api.clone();
-        async move {
-            let o = api.get(name).await.ok()?;
-            cond(&o, "Ready").filter(|c| c["status"] == status)
-        }
-    })
-    .await
-}
-
-async fn wait_cr_reason(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    reason: &str,
-    timeout: Duration,
-) -> Result<command_issuer_e2e::Condition> {
-    wait_for(
-        timeout,
-        &format!("CertificateRequest {ns}/{name} Ready reason {reason}"),
-        || async move {
-            ready_condition(client, ns, name)
-                .await
-                .ok()
-                .flatten()
-                .filter(|c| c.reason == reason)
-        },
-    )
-    .await
 }
 
 struct Env {

@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use command_issuer_e2e::fixtures::{
-    install_credentials, issuer_api, repo_file, CONTROLLER_NAMESPACE,
+    install_credentials, issue_and_wait, issuer_api, repo_file, wait_issuer_ready,
+    CONTROLLER_NAMESPACE,
 };
-use command_issuer_e2e::{
-    approve, create_certificate_request, events_for, make_csr, ready_condition, wait_for,
-    ControlPlane, Controller, Sim,
-};
+use command_issuer_e2e::{events_for, wait_for, ControlPlane, Controller, Sim};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -45,43 +43,8 @@ async fn issuer(client: &Client, sim: &Sim, name: &str, secret: &str) -> Result<
     Ok(())
 }
 
-async fn issuer_ready(
-    client: &Client,
-    name: &str,
-    status: &str,
-    timeout: Duration,
-) -> Result<Value> {
-    let api = issuer_api(client, "Issuer", Some("default"));
-    wait_for(timeout, &format!("issuer {name} Ready={status}"), || {
-        let api = api.clone();
-        async move {
-            let o = api.get(name).await.ok()?;
-            o.data["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Ready" && c["status"] == status)
-                .cloned()
-        }
-    })
-    .await
-}
-
 async fn issue(client: &Client, name: &str, issuer: &str) -> Result<()> {
-    let (pem, _) = make_csr(&format!("{name}.oauth.test"), &[])?;
-    create_certificate_request(client, "default", name, &pem, "Issuer", issuer, &[]).await?;
-    approve(client, "default", name).await?;
-    wait_for(
-        Duration::from_secs(15),
-        &format!("{name} Issued"),
-        || async {
-            ready_condition(client, "default", name)
-                .await
-                .ok()
-                .flatten()
-                .filter(|c| c.reason == "Issued")
-        },
-    )
-    .await?;
+    issue_and_wait(client, "default", name, "Issuer", issuer, "oauth.test").await?;
     let events = events_for(client, "default", name).await?;
     let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
     ensure!(
@@ -164,7 +127,15 @@ async fn oauth_client_credentials_end_to_end() -> Result<()> {
 
     // Each client-auth style works, the other one being refused by the token endpoint first.
     for name in ["oauth", "basic-only", "body-only"] {
-        issuer_ready(&client, name, "True", Duration::from_secs(20)).await?;
+        wait_issuer_ready(
+            &client,
+            "Issuer",
+            Some("default"),
+            name,
+            "True",
+            Duration::from_secs(20),
+        )
+        .await?;
     }
     let body_only = token_requests(&sim, "body-only-client").await?;
     println!("body-only token requests: {body_only:?}");
@@ -176,14 +147,30 @@ async fn oauth_client_credentials_end_to_end() -> Result<()> {
     );
 
     // Clear errors for a wrong secret and an identity without a role.
-    let c = issuer_ready(&client, "wrong-secret", "False", Duration::from_secs(20)).await?;
+    let c = wait_issuer_ready(
+        &client,
+        "Issuer",
+        Some("default"),
+        "wrong-secret",
+        "False",
+        Duration::from_secs(20),
+    )
+    .await?;
     let m = c["message"].as_str().unwrap_or("");
     ensure!(
         m.starts_with("failed to build the healthchecker: failed to create health checker: failed to create new Command API client: failed to retrieve OAuth token: oauth2: cannot fetch token: 401 Unauthorized Response: ")
             && m.contains("invalid_client"),
         "{m}"
     );
-    let c = issuer_ready(&client, "no-role", "False", Duration::from_secs(20)).await?;
+    let c = wait_issuer_ready(
+        &client,
+        "Issuer",
+        Some("default"),
+        "no-role",
+        "False",
+        Duration::from_secs(20),
+    )
+    .await?;
     ensure!(
         c["message"].as_str().unwrap_or("").contains(
             "received status code 403 from Keyfactor Command: {\"ErrorCode\":\"0xA0140002\""
