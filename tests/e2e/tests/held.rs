@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use command_issuer_e2e::fixtures::install_example_issuer;
+use command_issuer_e2e::fixtures::{install_example_issuer, wait_cr_reason};
 use command_issuer_e2e::{
     approve, create_certificate_request, get_certificate_request, make_csr, ready_condition,
     wait_for, ControlPlane, Controller, Sim,
@@ -102,13 +102,13 @@ async fn held_request_is_never_enrolled_twice_even_across_a_restart() -> Result<
     )
     .await?;
     approve(&client, "default", "after-restart").await?;
-    wait_for(Duration::from_secs(15), "after-restart Issued", || async {
-        ready_condition(&client, "default", "after-restart")
-            .await
-            .ok()
-            .flatten()
-            .filter(|c| c.reason == "Issued")
-    })
+    wait_cr_reason(
+        &client,
+        "default",
+        "after-restart",
+        "Issued",
+        Duration::from_secs(15),
+    )
     .await?;
     ensure!(
         sim.enrollment_count(&der).await? == 1,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use command_issuer_e2e::fixtures::install_example_issuer;
+use command_issuer_e2e::fixtures::{install_example_issuer, wait_cr_reason};
 use command_issuer_e2e::{
     approve, create_certificate_request, make_csr, ready_condition, wait_for, ControlPlane,
     Controller, Sim,
@@ -61,13 +61,13 @@ async fn one_leader_writes_and_a_standby_takes_over_after_kill_9() -> Result<()>
     )
     .await?;
     approve(&client, "default", "le-1").await?;
-    wait_for(Duration::from_secs(10), "le-1 Issued", || async {
-        ready_condition(&client, "default", "le-1")
-            .await
-            .ok()
-            .flatten()
-            .filter(|c| c.reason == "Issued")
-    })
+    wait_cr_reason(
+        &client,
+        "default",
+        "le-1",
+        "Issued",
+        Duration::from_secs(10),
+    )
     .await?;
     ensure!(
         sim.enrollment_count(&der).await? == 1,

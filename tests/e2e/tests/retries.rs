@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use command_issuer_e2e::fixtures::{install_example_issuer, issuer_api};
+use command_issuer_e2e::fixtures::{install_example_issuer, issuer_api, wait_cr_reason};
 use command_issuer_e2e::{
     approve, create_certificate_request, events_for, get_certificate_request, make_csr,
-    ready_condition, wait_for, ControlPlane, Controller, Sim,
+    ready_condition, ControlPlane, Controller, Sim,
 };
 use kube::api::PostParams;
 use serde_json::json;
@@ -51,13 +51,13 @@ async fn permanent_errors_fail_after_max_retry_duration_transient_ones_wait() ->
     approve(&client, "default", "bad-template").await?;
     approve(&client, "default", "waiting").await?;
 
-    let first = wait_for(Duration::from_secs(10), "bad-template Pending", || async {
-        ready_condition(&client, "default", "bad-template")
-            .await
-            .ok()
-            .flatten()
-            .filter(|c| c.reason == "Pending")
-    })
+    let first = wait_cr_reason(
+        &client,
+        "default",
+        "bad-template",
+        "Pending",
+        Duration::from_secs(10),
+    )
     .await?;
     ensure!(
         first
@@ -65,13 +65,13 @@ async fn permanent_errors_fail_after_max_retry_duration_transient_ones_wait() ->
             .contains("Verify that certificate template 'Nope' exists"),
         "{first:?}"
     );
-    let failed = wait_for(Duration::from_secs(20), "bad-template Failed", || async {
-        ready_condition(&client, "default", "bad-template")
-            .await
-            .ok()
-            .flatten()
-            .filter(|c| c.reason == "Failed")
-    })
+    let failed = wait_cr_reason(
+        &client,
+        "default",
+        "bad-template",
+        "Failed",
+        Duration::from_secs(20),
+    )
     .await?;
     println!(
         "permanent error → Failed after {:.1}s (max retry duration 3s)",
