@@ -11,8 +11,9 @@ use command_issuer::command::{build_http_client, CommandClient, CommandError};
 use command_issuer::config::{sign_config, ConnectionConfig, SignConfig};
 use command_issuer::pki::parse_csr;
 use command_issuer::request::{
-    enrollment_body, enrollment_failure, gate, give_up, outcome_from_response, pick_pattern,
-    predefined_metadata, CrOutcome, Gate, MetadataContext, Retry,
+    enrollment_body, enrollment_failure, follow_up_outcome, gate, give_up, held_issued,
+    outcome_from_response, pick_pattern, predefined_metadata, CrOutcome, Gate, MetadataContext,
+    Retry,
 };
 use kube::{Api, Client, ResourceExt};
 use secrecy::SecretString;
@@ -97,6 +98,8 @@ impl Actor for Enroller {
 /// How one attempt ended, for the actor to act on.
 struct Attempt {
     outcome: Option<CrOutcome>,
+    /// A held request stays held: poll it again later.
+    hold_again: bool,
     park: bool,
     issuer: Option<IssuerKey>,
     client: Option<(IssuerKey, Arc<ConnectionConfig>, CommandClient)>,
@@ -107,6 +110,7 @@ impl Attempt {
     fn drop_it() -> Self {
         Self {
             outcome: None,
+            hold_again: false,
             park: false,
             issuer: None,
             client: None,
@@ -116,10 +120,8 @@ impl Attempt {
     fn with(outcome: CrOutcome, issuer: Option<IssuerKey>) -> Self {
         Self {
             outcome: Some(outcome),
-            park: false,
             issuer,
-            client: None,
-            written: false,
+            ..Self::drop_it()
         }
     }
 }
@@ -279,6 +281,29 @@ impl Enroller {
             self.pump(ctx);
             return;
         };
+        let held =
+            res.hold_again || (res.written && matches!(res.outcome, Some(CrOutcome::Held { .. })));
+        if held {
+            // Poll Command for it later; re-read the request then (its annotation is new).
+            t.state = State::Held;
+            t.cr = None;
+            let k = key.clone();
+            t.timer = Some(ctx.run_later(
+                self.deps.settings.pending_poll_interval,
+                move |act, ctx| {
+                    if let Some(t) = act.tracked.get_mut(&k) {
+                        if t.state == State::Held {
+                            t.state = State::Queued;
+                            t.timer = None;
+                            act.queue.push_back(k);
+                            act.pump(ctx);
+                        }
+                    }
+                },
+            ));
+            self.pump(ctx);
+            return;
+        }
         let retry = match (&res.outcome, res.park, res.written) {
             (None, true, _) => Some(Retry::OnIssuerReady),
             (None, false, _) => None,
@@ -292,11 +317,6 @@ impl Enroller {
                 true,
             ) => Some(Retry::Backoff),
             (Some(CrOutcome::Pending { retry, .. }), _, true) => Some(*retry),
-            (Some(CrOutcome::Held { .. }), _, true) => {
-                t.state = State::Held;
-                self.pump(ctx);
-                return;
-            }
             (Some(_), _, true) => None,
         };
         match retry {
@@ -352,11 +372,8 @@ async fn attempt(
                 Err(e) => {
                     warn!(op_id = %op_id, request = %key, error = %e, "re-reading request failed");
                     return Attempt {
-                        outcome: None,
                         park: true,
-                        issuer: None,
-                        client: None,
-                        written: false,
+                        ..Attempt::drop_it()
                     };
                 }
             }
@@ -400,13 +417,16 @@ async fn decide(
     cr: &CertificateRequest,
     clients: ClientCache,
 ) -> Attempt {
-    let (kind, name) = match gate(cr, deps.settings.check_approval) {
-        Gate::NotOurs | Gate::Final | Gate::Held | Gate::AwaitingApproval => {
-            return Attempt::drop_it()
-        }
+    let (kind, name, held) = match gate(cr, deps.settings.check_approval) {
+        Gate::NotOurs | Gate::Final | Gate::AwaitingApproval => return Attempt::drop_it(),
         Gate::Denied => return Attempt::with(CrOutcome::Denied, None),
         Gate::InvalidKind(m) => return Attempt::with(CrOutcome::Failed { message: m }, None),
-        Gate::Sign { kind, name } => (kind, name),
+        Gate::Held {
+            kind,
+            name,
+            request_id,
+        } => (kind, name, Some(request_id)),
+        Gate::Sign { kind, name } => (kind, name, None),
     };
     let issuer_key = IssuerKey {
         kind,
@@ -421,6 +441,13 @@ async fn decide(
         .await
     {
         Ok(Ok(s)) => s,
+        Ok(Err(_)) | Err(_) if held.is_some() => {
+            // A held request keeps its status while its issuer is away; look again later.
+            return Attempt {
+                hold_again: true,
+                ..Attempt::drop_it()
+            };
+        }
         Ok(Err(ResolveError::Missing(m))) => {
             return Attempt::with(
                 pending(format!("error getting issuer: {m}"), Retry::OnIssuerReady),
@@ -436,34 +463,38 @@ async fn decide(
         Ok(Err(ResolveError::Unchecked)) | Err(_) => {
             debug!(op_id, request = %key, issuer = %issuer_key, "issuer not checked yet; waiting");
             return Attempt {
-                outcome: None,
                 park: true,
                 issuer: Some(issuer_key),
-                client: None,
-                written: false,
+                ..Attempt::drop_it()
             };
         }
     };
     let ik = Some(issuer_key.clone());
-    let sign = match sign_config(&snap.spec, cr.annotations()) {
-        Ok(s) => s,
-        Err(e) => return signer_error(e, Retry::Permanent, ik),
-    };
-    let csr_pem = String::from_utf8_lossy(&cr.spec.request.0).into_owned();
-    let csr = match parse_csr(csr_pem.as_bytes()) {
-        Ok(c) => c,
-        Err(e) => {
-            return Attempt::with(
-                pending(format!("failed to sign: {e}"), Retry::Permanent),
-                ik,
-            )
+    let sign_csr = match held {
+        Some(_) => None,
+        None => {
+            let sign = match sign_config(&snap.spec, cr.annotations()) {
+                Ok(s) => s,
+                Err(e) => return signer_error(e, Retry::Permanent, ik),
+            };
+            let csr_pem = String::from_utf8_lossy(&cr.spec.request.0).into_owned();
+            let csr = match parse_csr(csr_pem.as_bytes()) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Attempt::with(
+                        pending(format!("failed to sign: {e}"), Retry::Permanent),
+                        ik,
+                    )
+                }
+            };
+            info!(
+                op_id, request = %key, issuer = %issuer_key, common_name = %csr.common_name, san_count = csr.sans.len(),
+                sans = ?csr.sans, template = ?sign.template, certificate_authority = %sign.certificate_authority(),
+                enrollment_pattern_id = ?sign.pattern_id, enrollment_pattern_name = ?sign.pattern_name, "signing"
+            );
+            Some((sign, csr_pem))
         }
     };
-    info!(
-        op_id, request = %key, issuer = %issuer_key, common_name = %csr.common_name, san_count = csr.sans.len(),
-        sans = ?csr.sans, template = ?sign.template, certificate_authority = %sign.certificate_authority(),
-        enrollment_pattern_id = ?sign.pattern_id, enrollment_pattern_name = ?sign.pattern_name, "signing"
-    );
     let header = match snap
         .auth
         .send(GetAuthorization {
@@ -472,6 +503,12 @@ async fn decide(
         .await
     {
         Ok(Ok(h)) => h,
+        Ok(Err(_)) | Err(_) if held.is_some() => {
+            return Attempt {
+                hold_again: true,
+                ..Attempt::drop_it()
+            }
+        }
         Ok(Err(e)) => return signer_error(e, Retry::Backoff, ik),
         Err(e) => return signer_error(format!("auth actor unavailable: {e}"), Retry::Backoff, ik),
     };
@@ -493,10 +530,69 @@ async fn decide(
             Err(e) => return signer_error(e, Retry::Permanent, ik),
         },
     };
-    let mut res = enroll(deps, op_id, key, &snap, &sign, &csr_pem, &command, &header).await;
+    let mut res = match (held, sign_csr) {
+        (Some(request_id), _) => follow_up(deps, op_id, key, request_id, &command, &header).await,
+        (None, Some((sign, csr_pem))) => {
+            enroll(deps, op_id, key, &snap, &sign, &csr_pem, &command, &header).await
+        }
+        (None, None) => Attempt::drop_it(),
+    };
     res.client = new_client;
     res.issuer = ik;
     res
+}
+
+/// Follows up a request Command holds: its state, then the certificate it produced. Errors and
+/// "not yet" keep it held for the next poll; it is never enrolled again (design.md §3.2).
+async fn follow_up(
+    deps: &EnrollerDeps,
+    op_id: &str,
+    key: &CrKey,
+    request_id: i64,
+    command: &CommandClient,
+    header: &SecretString,
+) -> Attempt {
+    let hold = || Attempt {
+        hold_again: true,
+        ..Attempt::drop_it()
+    };
+    let w = command.workflow_request(request_id, header).await;
+    deps.metrics
+        .command_call("GET /Workflow/Certificates/{id}", &w);
+    let w = match w {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(op_id, request = %key, request_id, error = %e, "following up the held request failed; will retry");
+            return hold();
+        }
+    };
+    info!(op_id, request = %key, request_id, state = ?w.state_string, "followed up the held request");
+    if let Some(failed) = follow_up_outcome(&w) {
+        return Attempt::with(failed, None);
+    }
+    let certs = command.certificates_for_request(request_id, header).await;
+    deps.metrics.command_call("GET /Certificates", &certs);
+    let cert_id = match certs.as_deref() {
+        Ok([first, ..]) => first.id,
+        Ok([]) => return hold(),
+        Err(e) => {
+            warn!(op_id, request = %key, request_id, error = %e, "looking up the held request's certificate failed; will retry");
+            return hold();
+        }
+    };
+    let pems = command.download_pem(cert_id, header).await;
+    deps.metrics
+        .command_call("POST /Certificates/Download", &pems);
+    match pems {
+        Ok(pems) => {
+            info!(op_id, request = %key, request_id, certificate_id = cert_id, "held request issued by Command; certificate downloaded");
+            Attempt::with(held_issued(&pems, request_id), None)
+        }
+        Err(e) => {
+            warn!(op_id, request = %key, request_id, error = %e, "downloading the certificate failed; will retry");
+            hold()
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

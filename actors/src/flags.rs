@@ -93,6 +93,10 @@ pub struct Flags {
     /// pattern, policy 400) is retried after approval before it is marked Failed (Go duration).
     #[arg(long, default_value = "1h")]
     pub max_retry_duration: String,
+    /// How often a request Command holds (approval workflow, external validation) is followed
+    /// up (Go duration).
+    #[arg(long, default_value = "30s")]
+    pub pending_poll_interval: String,
     /// Timeout of one Command HTTP call (Go duration).
     #[arg(long, default_value = "30s")]
     pub command_timeout: String,
@@ -116,6 +120,9 @@ pub enum FlagError {
     /// --max-retry-duration does not parse.
     #[error("unable to parse max retry duration: {0}")]
     MaxRetry(String),
+    /// --pending-poll-interval does not parse.
+    #[error("unable to parse pending poll interval: {0}")]
+    PendingPoll(String),
     /// --concurrency 0.
     #[error("--concurrency must be at least 1")]
     Concurrency,
@@ -160,6 +167,8 @@ pub struct Settings {
     pub command_timeout: Duration,
     /// Permanent errors turn Failed after this long.
     pub max_retry_duration: Duration,
+    /// Follow-up period of held requests.
+    pub pending_poll_interval: Duration,
 }
 
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -176,6 +185,9 @@ impl Flags {
             parse_go_duration(&self.command_timeout).map_err(FlagError::Timeout)?;
         let max_retry_duration =
             parse_go_duration(&self.max_retry_duration).map_err(FlagError::MaxRetry)?;
+        let pending_poll_interval = parse_go_duration(&self.pending_poll_interval)
+            .map_err(FlagError::PendingPoll)?
+            .max(Duration::from_millis(100));
         let ns = if self.cluster_resource_namespace.is_empty() {
             std::fs::read_to_string(SA_NAMESPACE_FILE)
                 .map(|s| s.trim().to_string())
@@ -197,6 +209,7 @@ impl Flags {
             concurrency: self.concurrency,
             command_timeout,
             max_retry_duration,
+            pending_poll_interval,
         })
     }
 }

@@ -199,10 +199,7 @@ impl StreamHandler<Result<Event<CertificateRequest>, watcher::Error>> for Reques
         match item {
             Ok(Event::Apply(cr)) | Ok(Event::InitApply(cr)) => {
                 let g = gate(&cr, self.check_approval);
-                if matches!(
-                    g,
-                    Gate::NotOurs | Gate::Final | Gate::Held | Gate::AwaitingApproval
-                ) {
+                if matches!(g, Gate::NotOurs | Gate::Final | Gate::AwaitingApproval) {
                     return;
                 }
                 let op_id = uuid::Uuid::new_v4().to_string();

@@ -9,7 +9,10 @@ use rustls_pki_types::CertificateDer;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
-use super::{CommandError, EnrollCsrRequest, EnrollCsrResponse, EnrollmentPattern, MetadataField};
+use super::{
+    CertificateSummary, CommandError, EnrollCsrRequest, EnrollCsrResponse, EnrollmentPattern,
+    MetadataField, WorkflowRequest,
+};
 
 const MAX_BODY: usize = 8 * 1024 * 1024;
 const METADATA_PAGE: usize = 100;
@@ -170,6 +173,65 @@ impl CommandClient {
         let q = crate::auth::urlencode(&format!("Name -eq \"{name}\""));
         self.get_json(&format!("/EnrollmentPatterns?QueryString={q}"), auth, false)
             .await
+    }
+
+    /// `GET /Workflow/Certificates/{id}`: the state of a request Command holds.
+    pub async fn workflow_request(
+        &self,
+        id: i64,
+        auth: &SecretString,
+    ) -> Result<WorkflowRequest, CommandError> {
+        self.get_json(&format!("/Workflow/Certificates/{id}"), auth, false)
+            .await
+    }
+
+    /// `GET /Certificates?pq.queryString=CertRequestId -eq <id>`: the certificate a request
+    /// produced, once it exists (the query Keyfactor's own Go client uses).
+    pub async fn certificates_for_request(
+        &self,
+        id: i64,
+        auth: &SecretString,
+    ) -> Result<Vec<CertificateSummary>, CommandError> {
+        let q = crate::auth::urlencode(&format!("CertRequestId -eq {id}"));
+        self.get_json(&format!("/Certificates?pq.queryString={q}"), auth, false)
+            .await
+    }
+
+    /// `POST /Certificates/Download` as PEM with the chain, leaf first: one PEM string per
+    /// certificate.
+    pub async fn download_pem(
+        &self,
+        cert_id: i64,
+        auth: &SecretString,
+    ) -> Result<Vec<String>, CommandError> {
+        let url = format!("{}/Certificates/Download", self.base_url);
+        let body = serde_json::json!({"CertID": cert_id, "IncludeChain": true, "ChainOrder": "EndEntityFirst"});
+        let sent = self
+            .request(awc::http::Method::POST, "/Certificates/Download", auth)
+            .insert_header(("x-certificateformat", "PEM"))
+            .send_json(&body)
+            .await;
+        let (status, raw) = Self::finish("Post", url, sent).await?;
+        if status.as_u16() >= 300 {
+            return Err(status_error(status, &raw));
+        }
+        #[derive(serde::Deserialize)]
+        struct Download {
+            #[serde(rename = "Content")]
+            content: String,
+        }
+        let d: Download =
+            serde_json::from_slice(&raw).map_err(|e| CommandError::Decode(e.to_string()))?;
+        use base64::Engine;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(d.content.trim())
+            .map_err(|e| CommandError::Decode(format!("certificate content: {e}")))?;
+        let text = String::from_utf8_lossy(&pem);
+        Ok(text
+            .split_inclusive("-----END CERTIFICATE-----")
+            .map(|s| s.trim_start().to_string())
+            .filter(|s| s.contains("BEGIN CERTIFICATE"))
+            .collect())
     }
 
     /// `POST /Enrollment/CSR` with `x-certificateformat: PEM`.

@@ -7,6 +7,6 @@ mod types;
 pub use client::{build_http_client, CommandClient};
 pub use error::CommandError;
 pub use types::{
-    CertificateInformation, EnrollCsrRequest, EnrollCsrResponse, EnrollmentPattern, MetadataField,
-    PREDEFINED_METADATA_FIELDS,
+    CertificateInformation, CertificateSummary, EnrollCsrRequest, EnrollCsrResponse,
+    EnrollmentPattern, MetadataField, WorkflowRequest, PREDEFINED_METADATA_FIELDS,
 };

@@ -34,6 +34,31 @@ pub struct EnrollmentPattern {
     pub name: String,
 }
 
+/// `GET /Workflow/Certificates/{id}` (Keyfactor's `CertificatesCertRequestResponseModel`; the
+/// `StateString` values are unverified, so only denial words are acted on).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct WorkflowRequest {
+    /// Request id.
+    #[serde(rename = "Id")]
+    pub id: i64,
+    /// Human-readable state (`Pending`, `Issued`, `Denied` …).
+    #[serde(rename = "StateString")]
+    pub state_string: Option<String>,
+    /// Approver's comment on a denial.
+    #[serde(rename = "DenialComment")]
+    pub denial_comment: Option<String>,
+}
+
+/// One certificate of `GET /Certificates` (only its id is used).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CertificateSummary {
+    /// Command certificate id, for `POST /Certificates/Download`.
+    #[serde(rename = "Id")]
+    pub id: i64,
+}
+
 /// Body of `POST /Enrollment/CSR`; every key is always sent, absent values as null.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EnrollCsrRequest {

@@ -10,8 +10,15 @@ pub enum Gate {
     NotOurs,
     /// Already Ready, Failed or Denied: nothing to do.
     Final,
-    /// Command holds it under a recorded request id: never enroll it again.
-    Held,
+    /// Command holds it under a recorded request id: follow it up, never enroll it again.
+    Held {
+        /// Issuer or ClusterIssuer.
+        kind: IssuerKind,
+        /// issuerRef.name.
+        name: String,
+        /// Command's request id.
+        request_id: i64,
+    },
     /// Denied by an approval controller: write Denied once.
     Denied,
     /// Approval gate on and not approved yet: leave it untouched.
@@ -59,13 +66,21 @@ pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
             return Gate::Final;
         }
     }
-    if cr
+    if let Some(id) = cr
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(REQUEST_ID_ANNOTATION))
+        .and_then(|a| a.get(REQUEST_ID_ANNOTATION))
     {
-        return Gate::Held;
+        if let (Some(kind), Ok(request_id)) =
+            (IssuerKind::parse(r.kind.as_deref()), id.trim().parse())
+        {
+            return Gate::Held {
+                kind,
+                name: r.name.clone(),
+                request_id,
+            };
+        }
     }
     if condition(cr, "Denied").is_some_and(|c| c.status == "True") {
         return Gate::Denied;
@@ -197,6 +212,13 @@ mod tests {
         );
         held.metadata.annotations =
             Some([(REQUEST_ID_ANNOTATION.to_string(), "5".to_string())].into());
-        assert_eq!(gate(&held, true), Gate::Held);
+        assert_eq!(
+            gate(&held, true),
+            Gate::Held {
+                kind: IssuerKind::Issuer,
+                name: "i".into(),
+                request_id: 5
+            }
+        );
     }
 }

@@ -136,6 +136,41 @@ pub fn outcome_from_response(info: &CertificateInformation) -> CrOutcome {
     }
 }
 
+/// A held request's state in Command: `Some(Failed)` when an approver denied it or it failed,
+/// `None` when the certificate should be looked for (the `StateString` values beyond the
+/// denial words are unverified, so anything else means "look").
+pub fn follow_up_outcome(w: &crate::command::WorkflowRequest) -> Option<CrOutcome> {
+    let state = w.state_string.as_deref().unwrap_or("").to_ascii_lowercase();
+    if ["denied", "failed", "rejected"]
+        .iter()
+        .any(|d| state.contains(d))
+    {
+        let comment = w.denial_comment.as_deref().unwrap_or("").trim();
+        return Some(CrOutcome::Failed {
+            message: format!(
+                "Command {state} the request (request id {}): {comment}",
+                w.id
+            ),
+        });
+    }
+    None
+}
+
+/// The certificate a held request finally produced (downloaded chain) as an outcome.
+pub fn held_issued(pems: &[String], request_id: i64) -> CrOutcome {
+    match split_chain(pems) {
+        Ok(chain) => CrOutcome::Issued {
+            certificate_pem: chain.certificate_pem,
+            ca_pem: chain.ca_pem,
+            request_id,
+        },
+        Err(e) => CrOutcome::Pending {
+            message: format!("failed to sign: {e}"),
+            retry: Retry::Permanent,
+        },
+    }
+}
+
 /// Turns a permanent Pending into a final Failed once `max_retry` has passed since `started`
 /// (approval time), so a request that cannot succeed stops retrying and says why.
 pub fn give_up(
@@ -287,6 +322,23 @@ mod tests {
                 max
             ),
             transient
+        );
+    }
+
+    #[test]
+    fn follow_up_states() {
+        let w = |s: &str| crate::command::WorkflowRequest {
+            id: 7,
+            state_string: Some(s.into()),
+            denial_comment: Some("no".into()),
+        };
+        assert_eq!(follow_up_outcome(&w("Pending")), None);
+        assert_eq!(follow_up_outcome(&w("Issued")), None);
+        assert_eq!(
+            follow_up_outcome(&w("Denied")),
+            Some(CrOutcome::Failed {
+                message: "Command denied the request (request id 7): no".into()
+            })
         );
     }
 

@@ -272,7 +272,10 @@ async fn unknown_paths_are_404_and_base_path_is_case_insensitive() {
             "GET /Status/Endpoints",
             "GET /MetadataFields",
             "POST /Enrollment/CSR",
-            "GET /EnrollmentPatterns"
+            "GET /EnrollmentPatterns",
+            "GET /Workflow/Certificates/{id}",
+            "GET /Certificates",
+            "POST /Certificates/Download"
         ]
     );
     // Domain user with `1.0` and no api-version header at all.

@@ -69,6 +69,7 @@ async fn held_request_is_never_enrolled_twice_even_across_a_restart() -> Result<
         },
     )
     .await?;
+    let held_at = std::time::Instant::now();
     let cr = get_certificate_request(&client, "default", "held").await?;
     let id = cr
         .metadata
@@ -88,7 +89,10 @@ async fn held_request_is_never_enrolled_twice_even_across_a_restart() -> Result<
     ctl.kill();
     let _ctl2 = Controller::start(
         cp.admin_kubeconfig(),
-        &["--cluster-resource-namespace=command-issuer-system"],
+        &[
+            "--cluster-resource-namespace=command-issuer-system",
+            "--pending-poll-interval=1s",
+        ],
     )?;
     let (pem2, _) = make_csr("after-restart.example.com", &[])?;
     create_certificate_request(
@@ -121,6 +125,92 @@ async fn held_request_is_never_enrolled_twice_even_across_a_restart() -> Result<
         still.reason == "Pending" && still.message == c.message,
         "held request unchanged: {still:?}"
     );
+
+    // An approver releases it in Command 30 s after it was held: the restarted controller's
+    // follow-up (GET /Workflow/Certificates/{id}, the certificate by request id, download) issues
+    // it, still with exactly one enrollment.
+    wait_for(
+        Duration::from_secs(40),
+        "30 s to pass since the request was held",
+        || async { (held_at.elapsed() >= Duration::from_secs(30)).then_some(()) },
+    )
+    .await?;
+    let r = sim
+        .admin_post(&format!("/_sim/enrollments/{id}/issue"), None)
+        .await?;
+    ensure!(r.status == 200, "release: {} {}", r.status, r.text());
+    let released = std::time::Instant::now();
+    wait_cr_reason(
+        &client,
+        "default",
+        "held",
+        "Issued",
+        Duration::from_secs(15),
+    )
+    .await?;
+    println!(
+        "released 30 s later → Issued {:.1}s after release",
+        released.elapsed().as_secs_f64()
+    );
+    ensure!(
+        sim.enrollment_count(&der).await? == 1,
+        "exactly one enrollment for the held request"
+    );
+    let cr = get_certificate_request(&client, "default", "held").await?;
+    let cert = command_issuer_e2e::status_certificate(&cr)?.context("status.certificate")?;
+    let ca = command_issuer_e2e::status_ca(&cr)?.context("status.ca")?;
+    command_issuer_e2e::verify_chain(&cert, &ca)?;
+
+    // A held request an approver denies in Command ends Failed, with the approver's comment.
+    let (pem3, der3) = make_csr("denied-in-command.example.com", &[])?;
+    create_certificate_request(
+        &client,
+        "default",
+        "denied-in-command",
+        &pem3,
+        "Issuer",
+        "issuer-sample",
+        &[(
+            "command-issuer.keyfactor.com/certificateTemplate",
+            "NeedsApproval",
+        )],
+    )
+    .await?;
+    approve(&client, "default", "denied-in-command").await?;
+    wait_cr_reason(
+        &client,
+        "default",
+        "denied-in-command",
+        "Pending",
+        Duration::from_secs(10),
+    )
+    .await?;
+    let cr3 = get_certificate_request(&client, "default", "denied-in-command").await?;
+    let id3 = cr3
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION))
+        .cloned()
+        .context("request id annotation")?;
+    sim.admin_post(&format!("/_sim/enrollments/{id3}/deny"), None)
+        .await?;
+    let f = wait_cr_reason(
+        &client,
+        "default",
+        "denied-in-command",
+        "Failed",
+        Duration::from_secs(15),
+    )
+    .await?;
+    ensure!(
+        f.message
+            == format!(
+                "Command denied the request (request id {id3}): Denied by a Command approver"
+            ),
+        "{f:?}"
+    );
+    ensure!(sim.enrollment_count(&der3).await? == 1);
     Ok(())
 }
 

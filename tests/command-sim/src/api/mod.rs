@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod patterns;
 pub mod query;
 pub mod status;
+pub mod workflow;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
@@ -39,21 +40,30 @@ pub enum Endpoint {
     EnrollmentPatterns,
     /// `POST /Enrollment/CSR`.
     EnrollmentCsr,
+    /// `GET /Workflow/Certificates/{id}`: follow-up of a held request.
+    WorkflowCertificate,
+    /// `GET /Certificates` (only `pq.queryString=CertRequestId -eq N`).
+    CertificatesQuery,
+    /// `POST /Certificates/Download`.
+    CertificatesDownload,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order `Status/Endpoints` lists them.
-    pub const ALL: [Endpoint; 4] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::StatusEndpoints,
         Endpoint::MetadataFields,
         Endpoint::EnrollmentCsr,
         Endpoint::EnrollmentPatterns,
+        Endpoint::WorkflowCertificate,
+        Endpoint::CertificatesQuery,
+        Endpoint::CertificatesDownload,
     ];
 
     /// HTTP method of the endpoint.
     pub fn method(self) -> Method {
         match self {
-            Endpoint::EnrollmentCsr => Method::POST,
+            Endpoint::EnrollmentCsr | Endpoint::CertificatesDownload => Method::POST,
             _ => Method::GET,
         }
     }
@@ -65,6 +75,9 @@ impl Endpoint {
             Endpoint::MetadataFields => "/MetadataFields",
             Endpoint::EnrollmentPatterns => "/EnrollmentPatterns",
             Endpoint::EnrollmentCsr => "/Enrollment/CSR",
+            Endpoint::WorkflowCertificate => "/Workflow/Certificates/{id}",
+            Endpoint::CertificatesQuery => "/Certificates",
+            Endpoint::CertificatesDownload => "/Certificates/Download",
         }
     }
 
@@ -74,7 +87,11 @@ impl Endpoint {
             Endpoint::StatusEndpoints => None,
             Endpoint::MetadataFields => Some(PERM_METADATA_READ),
             Endpoint::EnrollmentPatterns => Some(PERM_PATTERN_READ),
-            Endpoint::EnrollmentCsr => Some(PERM_ENROLL_CSR),
+            // [sim] follow-up calls need the enrollment permission (Command's own is unverified).
+            Endpoint::EnrollmentCsr
+            | Endpoint::WorkflowCertificate
+            | Endpoint::CertificatesQuery
+            | Endpoint::CertificatesDownload => Some(PERM_ENROLL_CSR),
         }
     }
 
@@ -111,7 +128,11 @@ fn route(state: &AppState, method: &Method, sub_path: &str) -> RouteMatch {
     let trimmed = sub_path.trim_end_matches('/');
     let mut path_known = false;
     for endpoint in Endpoint::available(state) {
-        if endpoint.path().eq_ignore_ascii_case(trimmed) {
+        let matches = match endpoint {
+            Endpoint::WorkflowCertificate => workflow_id(trimmed).is_some(),
+            _ => endpoint.path().eq_ignore_ascii_case(trimmed),
+        };
+        if matches {
             if endpoint.method() == *method {
                 return RouteMatch::Found(endpoint);
             }
@@ -123,6 +144,16 @@ fn route(state: &AppState, method: &Method, sub_path: &str) -> RouteMatch {
     } else {
         RouteMatch::NotFound
     }
+}
+
+/// The `{id}` of `/Workflow/Certificates/{id}`.
+fn workflow_id(path: &str) -> Option<i64> {
+    let prefix = "/workflow/certificates/";
+    let head = path.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    path[prefix.len()..].parse().ok()
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -175,7 +206,7 @@ fn check_headers(req: &HttpRequest, endpoint: Endpoint) -> Result<(), ApiError> 
             });
         }
     }
-    if endpoint == Endpoint::EnrollmentCsr {
+    if endpoint == Endpoint::EnrollmentCsr || endpoint == Endpoint::CertificatesDownload {
         match header(req, "x-certificateformat").map(str::trim) {
             Some(v) if v.eq_ignore_ascii_case("PEM") => {}
             Some(v) => {
@@ -259,6 +290,12 @@ fn run_endpoint(
         Endpoint::MetadataFields => metadata::list(state, req.query_string()),
         Endpoint::EnrollmentPatterns => patterns::list(state, req.query_string()),
         Endpoint::EnrollmentCsr => enrollment::enroll(state, body, identity),
+        Endpoint::WorkflowCertificate => {
+            let id = req.path().trim_end_matches('/').rsplit('/').next();
+            workflow::request_details(state, id.and_then(|s| s.parse().ok()).unwrap_or(0))
+        }
+        Endpoint::CertificatesQuery => workflow::query(state, req.query_string()),
+        Endpoint::CertificatesDownload => workflow::download(state, body),
     }
 }
 
