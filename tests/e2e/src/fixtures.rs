@@ -158,3 +158,25 @@ pub async fn wait_issuer_ready(
     })
     .await
 }
+
+/// Waits until the object has an Event with `reason` (Events follow the status write) and
+/// returns all of its Events.
+pub async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Result<Vec<k8s_openapi::api::events::v1::Event>> {
+    crate::wait_for(
+        std::time::Duration::from_secs(10),
+        &format!("{reason} Event on {ns}/{name}"),
+        || async move {
+            let events = crate::events_for(client, ns, name).await.ok()?;
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reason))
+                .then_some(events)
+        },
+    )
+    .await
+}

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use command_issuer_e2e::fixtures::{
-    get_plain, install_credentials, issuer_api, point_at_sim, wait_cr_reason,
+    get_plain, install_credentials, issuer_api, point_at_sim, wait_cr_reason, wait_event,
     wait_issuer_ready as wait_issuer,
 };
 use command_issuer_e2e::{
-    approve, create_certificate_request, deny, events_for, get_certificate_request, make_csr,
-    status_ca, status_certificate, tool_path, verify_chain, wait_for, ControlPlane, Controller,
-    Sim,
+    approve, create_certificate_request, deny, get_certificate_request, make_csr, status_ca,
+    status_certificate, tool_path, verify_chain, wait_for, ControlPlane, Controller, Sim,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -271,7 +270,7 @@ async fn issued_after_approval(env: &mut Env) -> Result<()> {
     );
 
     // One op id from watch event to status patch: Event, logs, Command metadata.
-    let events = events_for(&env.client, "default", "approved-later").await?;
+    let events = wait_event(&env.client, "default", "approved-later", "Issued").await?;
     ensure!(
         events.iter().any(|e| e.reason.as_deref() == Some("Issued")),
         "Issued Event: {events:?}"
@@ -357,7 +356,7 @@ async fn denied_request(env: &mut Env) -> Result<()> {
         env.sim.enrollment_count(&der).await? == 0,
         "denied request enrolled"
     );
-    let events = events_for(&env.client, "default", "denied").await?;
+    let events = wait_event(&env.client, "default", "denied", "Denied").await?;
     ensure!(
         events.iter().any(|e| e.reason.as_deref() == Some("Denied")),
         "Denied Event"
@@ -501,7 +500,7 @@ async fn missing_secret_heals(env: &mut Env) -> Result<()> {
     );
     ensure!(env.ctl.is_running(), "controller still the same process");
     ensure!(env.sim.enrollment_count(&der).await? == 1);
-    let events = events_for(&env.client, "default", "waits-for-issuer").await?;
+    let events = wait_event(&env.client, "default", "waits-for-issuer", "Issued").await?;
     let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
     ensure!(
         reasons.contains(&"Pending".to_string()) && reasons.contains(&"Issued".to_string()),

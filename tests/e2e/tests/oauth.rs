@@ -45,8 +45,17 @@ async fn issuer(client: &Client, sim: &Sim, name: &str, secret: &str) -> Result<
 
 async fn issue(client: &Client, name: &str, issuer: &str) -> Result<()> {
     issue_and_wait(client, "default", name, "Issuer", issuer, "oauth.test").await?;
-    let events = events_for(client, "default", name).await?;
-    let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
+    // The Event follows the status write: wait for it, then nothing else may be there.
+    let reasons = wait_for(
+        Duration::from_secs(10),
+        &format!("{name} Issued Event"),
+        || async {
+            let events = events_for(client, "default", name).await.ok()?;
+            let reasons: Vec<String> = events.iter().filter_map(|e| e.reason.clone()).collect();
+            reasons.iter().any(|r| r == "Issued").then_some(reasons)
+        },
+    )
+    .await?;
     ensure!(
         reasons == ["Issued"],
         "{name}: issued without any failed attempt, Events {reasons:?}"

@@ -4,10 +4,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use command_issuer_e2e::fixtures::{install_example_issuer, issuer_api, wait_cr_reason};
+use command_issuer_e2e::fixtures::{
+    install_example_issuer, issuer_api, wait_cr_reason, wait_event,
+};
 use command_issuer_e2e::{
-    approve, create_certificate_request, events_for, get_certificate_request, make_csr,
-    ready_condition, ControlPlane, Controller, Sim,
+    approve, create_certificate_request, get_certificate_request, make_csr, ready_condition,
+    ControlPlane, Controller, Sim,
 };
 use kube::api::PostParams;
 use serde_json::json;
@@ -93,7 +95,7 @@ async fn permanent_errors_fail_after_max_retry_duration_transient_ones_wait() ->
         cr.data["status"]["failureTime"].is_string(),
         "failureTime set"
     );
-    let events = events_for(&client, "default", "bad-template").await?;
+    let events = wait_event(&client, "default", "bad-template", "Failed").await?;
     ensure!(
         events.iter().any(|e| e.reason.as_deref() == Some("Failed")),
         "Failed Event"
