@@ -13,7 +13,7 @@ use command_issuer::pki::parse_csr;
 use command_issuer::request::{
     enrollment_body, enrollment_failure, follow_up_outcome, gate, give_up, held_issued,
     outcome_from_response, pick_pattern, predefined_metadata, CrOutcome, Gate, MetadataContext,
-    Retry,
+    Retry, INTENT_ANNOTATION,
 };
 use kube::{Api, Client, ResourceExt};
 use secrecy::SecretString;
@@ -417,6 +417,7 @@ async fn decide(
     cr: &CertificateRequest,
     clients: ClientCache,
 ) -> Attempt {
+    let mut recover = None;
     let (kind, name, held) = match gate(cr, deps.settings.check_approval) {
         Gate::NotOurs | Gate::Final | Gate::AwaitingApproval => return Attempt::drop_it(),
         Gate::Denied => return Attempt::with(CrOutcome::Denied, None),
@@ -427,6 +428,10 @@ async fn decide(
             request_id,
         } => (kind, name, Some(request_id)),
         Gate::Sign { kind, name } => (kind, name, None),
+        Gate::Recover { kind, name, op_id } => {
+            recover = Some(op_id);
+            (kind, name, None)
+        }
     };
     let issuer_key = IssuerKey {
         kind,
@@ -530,6 +535,50 @@ async fn decide(
             Err(e) => return signer_error(e, Retry::Permanent, ik),
         },
     };
+    if let (Some(previous), true) = (&recover, snap.supports_metadata) {
+        // An earlier attempt may have reached Command: its certificate carries that op id as
+        // Controller-Reconcile-Id. Found → use it; not found → enroll (design.md §3.1).
+        let found = command
+            .certificates_with_metadata("Controller-Reconcile-Id", previous, &header)
+            .await;
+        deps.metrics.command_call("GET /Certificates", &found);
+        match found.as_deref() {
+            Ok([first, ..]) => {
+                let pems = command.download_pem(first.id, &header).await;
+                deps.metrics
+                    .command_call("POST /Certificates/Download", &pems);
+                let mut res = match pems {
+                    Ok(p) => {
+                        info!(op_id, request = %key, previous_op_id = %previous, certificate_id = first.id, "recovered the certificate of an interrupted enrollment; not enrolling again");
+                        Attempt::with(held_issued(&p, 0), None)
+                    }
+                    Err(e) => Attempt::with(pending(format!("failed to sign: recovering the certificate of an interrupted enrollment: {e}"), Retry::Backoff), None),
+                };
+                res.client = new_client;
+                res.issuer = ik;
+                return res;
+            }
+            Ok([]) => {
+                info!(op_id, request = %key, previous_op_id = %previous, "an interrupted enrollment left no certificate in Command; enrolling")
+            }
+            Err(e) => {
+                let mut res = Attempt::with(
+                    pending(
+                        format!(
+                            "failed to sign: looking up an interrupted enrollment in Command: {e}"
+                        ),
+                        Retry::Backoff,
+                    ),
+                    None,
+                );
+                res.client = new_client;
+                res.issuer = ik;
+                return res;
+            }
+        }
+    } else if let Some(previous) = &recover {
+        warn!(op_id, request = %key, previous_op_id = %previous, "an earlier attempt may have reached Command, but without SupportsMetadata it cannot be looked up; enrolling again");
+    }
     let mut res = match (held, sign_csr) {
         (Some(request_id), _) => follow_up(deps, op_id, key, request_id, &command, &header).await,
         (None, Some((sign, csr_pem))) => {
@@ -634,6 +683,25 @@ async fn enroll(
             op_id,
         })
     });
+    // Record the intent first: a crash after Command answered must not lead to a second enrollment.
+    let api: Api<CertificateRequest> = Api::namespaced(deps.client.clone(), &key.namespace);
+    let intent = serde_json::json!({"metadata": {"annotations": {INTENT_ANNOTATION: op_id}}});
+    if let Err(e) = api
+        .patch(
+            &key.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&intent),
+        )
+        .await
+    {
+        return Attempt::with(
+            pending(
+                format!("failed to sign: recording the enrollment intent: {e}"),
+                Retry::Backoff,
+            ),
+            None,
+        );
+    }
     let now = jiff::Timestamp::now().to_string();
     let body = enrollment_body(csr_pem.to_string(), sign, pattern_id, predefined, now);
     info!(op_id, request = %key, url = %format!("{}/Enrollment/CSR", command.base_url()), metadata_fields = body.metadata.len(), "calling Command POST /Enrollment/CSR");

@@ -197,6 +197,19 @@ impl CommandClient {
             .await
     }
 
+    /// `GET /Certificates?pq.queryString=<field> -eq "<value>"`: certificates carrying a metadata
+    /// value, to find what an interrupted enrollment produced (its `Controller-Reconcile-Id`).
+    pub async fn certificates_with_metadata(
+        &self,
+        field: &str,
+        value: &str,
+        auth: &SecretString,
+    ) -> Result<Vec<CertificateSummary>, CommandError> {
+        let q = crate::auth::urlencode(&format!("{field} -eq \"{value}\""));
+        self.get_json(&format!("/Certificates?pq.queryString={q}"), auth, false)
+            .await
+    }
+
     /// `POST /Certificates/Download` as PEM with the chain, leaf first: one PEM string per
     /// certificate.
     pub async fn download_pem(

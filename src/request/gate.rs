@@ -25,6 +25,16 @@ pub enum Gate {
     AwaitingApproval,
     /// issuerRef.kind is neither Issuer nor ClusterIssuer: final Failed with this message.
     InvalidKind(String),
+    /// An earlier attempt (this op id) may have reached Command without its result being
+    /// recorded: look for its certificate before enrolling again.
+    Recover {
+        /// Issuer or ClusterIssuer.
+        kind: IssuerKind,
+        /// issuerRef.name.
+        name: String,
+        /// Op id of the earlier attempt (its `Controller-Reconcile-Id` in Command).
+        op_id: String,
+    },
     /// Sign it with this issuer.
     Sign {
         /// Issuer or ClusterIssuer.
@@ -48,6 +58,10 @@ fn condition<'a>(
 /// Command's request id, recorded once Command holds a request (approval workflow, external
 /// validation), so no process enrolls it a second time.
 pub const REQUEST_ID_ANNOTATION: &str = "command-issuer.keyfactor.com/keyfactor-request-id";
+
+/// The op id of an enrollment about to be sent to Command, recorded before the call so a
+/// restarted controller knows an earlier attempt may have reached Command.
+pub const INTENT_ANNOTATION: &str = "command-issuer.keyfactor.com/enrollment-intent";
 
 /// True when an `Approved=True` condition is present.
 pub fn is_approved(cr: &CertificateRequest) -> bool {
@@ -88,10 +102,22 @@ pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
     if check_approval && !is_approved(cr) {
         return Gate::AwaitingApproval;
     }
+    let intent = cr
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INTENT_ANNOTATION));
     match IssuerKind::parse(r.kind.as_deref()) {
-        Some(kind) => Gate::Sign {
-            kind,
-            name: r.name.clone(),
+        Some(kind) => match intent {
+            Some(op_id) => Gate::Recover {
+                kind,
+                name: r.name.clone(),
+                op_id: op_id.clone(),
+            },
+            None => Gate::Sign {
+                kind,
+                name: r.name.clone(),
+            },
         },
         None => Gate::InvalidKind(format!(
             "error interpreting issuerRef: kind {:?} is neither Issuer nor ClusterIssuer",
@@ -212,6 +238,17 @@ mod tests {
         );
         held.metadata.annotations =
             Some([(REQUEST_ID_ANNOTATION.to_string(), "5".to_string())].into());
+        let mut interrupted = cr(GROUP, Some("Issuer"), &[("Approved", "True", "")]);
+        interrupted.metadata.annotations =
+            Some([(INTENT_ANNOTATION.to_string(), "op-1".to_string())].into());
+        assert_eq!(
+            gate(&interrupted, true),
+            Gate::Recover {
+                kind: IssuerKind::Issuer,
+                name: "i".into(),
+                op_id: "op-1".into()
+            }
+        );
         assert_eq!(
             gate(&held, true),
             Gate::Held {

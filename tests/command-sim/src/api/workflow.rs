@@ -61,7 +61,7 @@ pub fn request_details(state: &AppState, id: i64) -> Answer {
     }))
 }
 
-/// `GET /Certificates?pq.queryString=CertRequestId -eq N` — only that query is supported.
+/// `GET /Certificates?pq.queryString=CertRequestId -eq N` or `<MetadataField> -eq "v"`.
 pub fn query(state: &AppState, query_string: &str) -> Answer {
     let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query_string)
         .map(|q| q.into_inner())
@@ -71,21 +71,31 @@ pub fn query(state: &AppState, query_string: &str) -> Answer {
         .find(|(k, _)| k.eq_ignore_ascii_case("pq.queryString"))
         .map(|(_, v)| v)
         .unwrap_or_default();
-    let id = q
-        .trim()
+    let q = q.trim();
+    let by_request = q
         .strip_prefix("CertRequestId -eq ")
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                codes::QUERY_INVALID,
-                format!("Unsupported certificate query '{q}'."),
-            )
-        })?;
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    // `<MetadataField> -eq "<value>"` (Keyfactor's query language allows metadata fields).
+    let by_metadata = q.split_once(" -eq ").and_then(|(field, v)| {
+        let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
+        Some((field.trim().to_string(), v.to_string()))
+    });
+    if by_request.is_none() && by_metadata.is_none() {
+        return Err(ApiError::bad_request(
+            codes::QUERY_INVALID,
+            format!("Unsupported certificate query '{q}'."),
+        ));
+    }
     let found: Vec<_> = state
         .logs()
         .enrollments
         .iter()
-        .filter(|r| r.request_id == id && r.keyfactor_id > 0 && r.certificate.is_some())
+        .filter(|r| r.keyfactor_id > 0 && r.certificate.is_some())
+        .filter(|r| match (&by_request, &by_metadata) {
+            (Some(id), _) => r.request_id == *id,
+            (None, Some((field, value))) => r.metadata.get(field) == Some(value),
+            (None, None) => false,
+        })
         .map(|r| {
             json!({
                 "Id": r.keyfactor_id,
