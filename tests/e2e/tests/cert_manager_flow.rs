@@ -27,6 +27,26 @@ fn subjects(pem: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Waits (bounded) until cert-manager reports the Certificate Ready.
+async fn certificate_ready(certs: &Api<DynamicObject>, name: &str) -> Result<()> {
+    wait_for(
+        Duration::from_secs(90),
+        &format!("Certificate default/{name} Ready=True"),
+        || {
+            let certs = certs.clone();
+            async move {
+                let c = certs.get(name).await.ok()?;
+                c.data["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+                    .then_some(())
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_becomes_secret_through_real_cert_manager() -> Result<()> {
     let crds = repo().join("crds");
@@ -48,22 +68,7 @@ async fn certificate_becomes_secret_through_real_cert_manager() -> Result<()> {
         "Certificate",
     ));
     let certs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &cert_ar);
-    wait_for(
-        Duration::from_secs(90),
-        "Certificate default/command-certificate Ready=True",
-        || {
-            let certs = certs.clone();
-            async move {
-                let c = certs.get("command-certificate").await.ok()?;
-                c.data["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
-                    .then_some(())
-            }
-        },
-    )
-    .await?;
+    certificate_ready(&certs, "command-certificate").await?;
 
     // The request cert-manager created was approved by cert-manager itself, not by the test.
     let crs = command_issuer_e2e::k8s::certificate_requests(&client, "default");
@@ -111,22 +116,7 @@ async fn certificate_becomes_secret_through_real_cert_manager() -> Result<()> {
     // docs/examples/certificate-overrides.yaml: annotations on a Certificate reach Command.
     cp.apply_file(&repo().join("docs/examples/certificate-overrides.yaml"))
         .await?;
-    wait_for(
-        Duration::from_secs(90),
-        "Certificate default/pattern-certificate Ready=True",
-        || {
-            let certs = certs.clone();
-            async move {
-                let c = certs.get("pattern-certificate").await.ok()?;
-                c.data["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
-                    .then_some(())
-            }
-        },
-    )
-    .await?;
+    certificate_ready(&certs, "pattern-certificate").await?;
     let rec = sim
         .enrollments()
         .await?
