@@ -1,5 +1,6 @@
 //! Test-only admin API under `/_sim/` (no auth): inspect enrollments, requests and token
-//! requests, reset the logs, release held requests, revoke tokens and change token lifetimes.
+//! requests, reset the logs, release held requests, revoke tokens, change token lifetimes and
+//! switch fault injection.
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -64,6 +65,18 @@ pub fn handle(state: &AppState, req: &HttpRequest, body: &[u8]) -> HttpResponse 
             reply(StatusCode::OK, &json!({ "revoked": revoked }))
         }
         (&Method::POST, ["oauth-clients", id, "lifetime"]) => lifetime(state, id, body),
+        (&Method::GET, ["faults"]) => reply(StatusCode::OK, &json!({"rules": state.faults.list()})),
+        (&Method::POST, ["faults"]) => match state.faults.replace(body) {
+            Ok(rules) => {
+                tracing::info!(rules = rules.len(), "fault set replaced");
+                reply(StatusCode::OK, &json!({ "rules": rules }))
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
+        (&Method::DELETE, ["faults"]) => {
+            state.faults.clear();
+            reply(StatusCode::OK, &json!({"rules": []}))
+        }
         _ => error(StatusCode::NOT_FOUND, "unknown admin endpoint"),
     }
 }

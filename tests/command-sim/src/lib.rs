@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod entra;
 pub mod errors;
+pub mod faults;
 pub mod gce;
 pub mod idp;
 pub mod jwt;

@@ -15,7 +15,7 @@ use crate::errors::empty_response;
 use crate::jwt::KeyError;
 use crate::pki::{Pki, PkiError};
 use crate::state::{now_rfc3339, AppState, RequestRecord};
-use crate::{admin, api, entra, gce, idp};
+use crate::{admin, api, entra, faults, gce, idp};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -220,13 +220,32 @@ fn under(path: &str, prefix: &str) -> bool {
 }
 
 /// Every request lands here: the GKE metadata server (plain listener), admin API, identity
-/// providers, Keyfactor API under the base path, or 404.
+/// providers, Keyfactor API under the base path, or 404. Fault rules (`/_sim/faults`) are
+/// consulted before the Command API and the token endpoints run.
 async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
     let path = req.path();
     let is_gce = !req.app_config().secure();
     let is_admin = !is_gce && (path.starts_with(admin::PREFIX) || path == "/_sim");
-    let resp = if is_gce {
+    let is_token = !is_gce && !is_admin && (under(path, idp::PREFIX) || under(path, entra::PREFIX));
+    let sub_path = if is_gce || is_admin || is_token {
+        None
+    } else {
+        api::strip_base(path, state.config.base())
+    };
+    let fault_target = match (is_token, sub_path) {
+        (true, _) => Some((faults::Target::Token, path)),
+        (false, Some(sub)) => Some((faults::Target::Api, sub)),
+        (false, None) => None,
+    };
+    let fault = fault_target.and_then(|(t, p)| state.faults.fire(t, req.method(), p));
+    let early = match (&fault, fault_target) {
+        (Some(rule), Some((target, _))) => faults::before(&state, rule, target).await,
+        _ => None,
+    };
+    let resp = if let Some(resp) = early {
+        resp
+    } else if is_gce {
         gce::handle(&state, &req)
     } else if is_admin {
         admin::handle(&state, &req, &body)
@@ -235,10 +254,13 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
     } else if under(path, entra::PREFIX) {
         entra::handle(&state, &req, &body)
     } else {
-        let resp = match api::strip_base(path, state.config.base()) {
+        match sub_path {
             Some(sub_path) => api::handle(&state, &req, &body, sub_path),
             None => empty_response(StatusCode::NOT_FOUND, &state.product_version),
-        };
+        }
+    };
+    let resp = faults::after(fault.as_ref(), resp).await;
+    if !is_gce && !is_admin && !is_token {
         state.logs().push_request(RequestRecord {
             seq: 0,
             time: now_rfc3339(),
@@ -248,9 +270,9 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             headers: redacted_headers(&req),
             body: String::from_utf8_lossy(&body).into_owned(),
             status: resp.status().as_u16(),
+            fault: fault.as_ref().map(|r| r.kind.name().to_string()),
         });
-        resp
-    };
+    }
     tracing::info!(
         method = %req.method(),
         path = %path,
@@ -258,6 +280,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         elapsed_ms = started.elapsed().as_millis() as u64,
         admin = is_admin,
         gce = is_gce,
+        fault = fault.as_ref().map_or("-", |r| r.kind.name()),
         "request"
     );
     resp

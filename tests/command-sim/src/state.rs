@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::faults::Faults;
 use crate::jwt::KeyError;
 use crate::pki::Pki;
 use crate::tokens::Tokens;
@@ -77,6 +78,8 @@ pub struct RequestRecord {
     pub body: String,
     /// Status the simulator answered.
     pub status: u16,
+    /// Kind of the injected fault (`/_sim/faults`) that fired for this request, if any.
+    pub fault: Option<String>,
 }
 
 /// Mutable part of the state.
@@ -127,6 +130,8 @@ pub struct AppState {
     pub url: String,
     /// Minted tokens, revocations, lifetime overrides and the token request log.
     pub tokens: Tokens,
+    /// Active fault-injection rules (`/_sim/faults`).
+    pub faults: Faults,
     logs: Mutex<Logs>,
 }
 
@@ -140,6 +145,7 @@ impl AppState {
             product_version,
             url,
             tokens: Tokens::new()?,
+            faults: Faults::default(),
             logs: Mutex::new(Logs {
                 next_keyfactor_id: 1000,
                 next_request_id: 5000,
