@@ -1,33 +1,27 @@
 //! Fault injection (`/_sim/faults`) against the real `command-sim` binary over HTTPS: every kind
 //! is observed from the client side (status, headers, timing, connection and body errors).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use awc::http::Method;
 use rcgen::{CertificateParams, DnType, KeyPair};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const REQUESTED_WITH: (&str, &str) = ("x-keyfactor-requested-with", "APIClient");
 const ISSUER: (&str, &str) = ("command-issuer", "sim-password-1");
 
+mod common;
+
 struct Sim {
-    child: Child,
-    dir: PathBuf,
+    p: common::SimProcess,
     url: String,
-    client: awc::Client,
 }
 
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for Sim {
+    type Target = common::SimProcess;
+    fn deref(&self) -> &common::SimProcess {
+        &self.p
     }
 }
 
@@ -72,59 +66,9 @@ impl Outcome {
 
 impl Sim {
     async fn start() -> Sim {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("command-sim-faults-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("create test dir");
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.json");
-        let state_dir = dir.join("state");
-        let child = Command::new(env!("CARGO_BIN_EXE_command-sim"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--log-format")
-            .arg("json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn command-sim");
-        let ready_path = state_dir.join("ready.json");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ready: Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready_path) {
-                break serde_json::from_str(&text).expect("ready.json is complete JSON");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "command-sim did not become ready"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        let tls_ca = ready["tls_ca"].as_str().expect("tls_ca");
-        for cert in CertificateDer::pem_file_iter(tls_ca).expect("tls-ca.pem") {
-            roots.add(cert.expect("tls ca cert")).expect("add root");
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("tls versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = awc::Client::builder()
-            .connector(awc::Connector::new().rustls_0_23(Arc::new(tls)))
-            .timeout(Duration::from_secs(10))
-            .finish();
-        Sim {
-            child,
-            dir,
-            url: ready["url"].as_str().expect("url").to_string(),
-            client,
-        }
+        let p = common::spawn(&common::default_config(), &[], Duration::from_secs(10)).await;
+        let url = p.url().to_string();
+        Sim { p, url }
     }
 
     async fn send(

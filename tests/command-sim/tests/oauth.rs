@@ -3,17 +3,12 @@
 //! endpoint. Each test starts the real `command-sim` binary on 127.0.0.1:0 (HTTPS, trusting
 //! only its tls-ca.pem).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use awc::http::Method;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::signature::{RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 
 const STATUS: &str = "/KeyfactorAPI/Status/Endpoints";
@@ -22,24 +17,18 @@ const ENTRA_CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 const ENTRA_SUBJECT: &str = "99999999-8888-7777-6666-555555555555";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-fn default_config() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read default config"))
-        .expect("parse default config")
-}
+mod common;
+
+use common::default_config;
 
 struct Sim {
-    child: Child,
-    dir: PathBuf,
-    ready: Value,
-    client: awc::Client,
+    p: common::SimProcess,
 }
 
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for Sim {
+    type Target = common::SimProcess;
+    fn deref(&self) -> &common::SimProcess {
+        &self.p
     }
 }
 
@@ -77,58 +66,8 @@ fn unix_now() -> f64 {
 
 impl Sim {
     async fn start(config: Value, args: &[&str]) -> Sim {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("command-sim-oauth-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("create test dir");
-        let config_path = dir.join("config.json");
-        std::fs::write(&config_path, config.to_string()).expect("write config");
-        let state_dir = dir.join("state");
-        let child = Command::new(env!("CARGO_BIN_EXE_command-sim"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn command-sim");
-        let ready_path = state_dir.join("ready.json");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let ready: Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready_path) {
-                break serde_json::from_str(&text).expect("ready.json is complete JSON");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "command-sim did not become ready"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ready["tls_ca"].as_str().expect("tls_ca"))
-            .expect("tls-ca.pem")
-        {
-            roots.add(cert.expect("tls ca cert")).expect("add root");
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("tls versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = awc::Client::builder()
-            .connector(awc::Connector::new().rustls_0_23(Arc::new(tls)))
-            .timeout(Duration::from_secs(20))
-            .finish();
         Sim {
-            child,
-            dir,
-            ready,
-            client,
+            p: common::spawn(&config, args, Duration::from_secs(20)).await,
         }
     }
 
