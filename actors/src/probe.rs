@@ -138,6 +138,20 @@ fn api_reason(e: kube::Error) -> String {
     }
 }
 
+/// Reads one named object; a failure becomes the issuer's error with the apiserver's reason.
+async fn get_named<K>(
+    api: &Api<K>,
+    name: &str,
+    error: impl FnOnce(String, String) -> ConfigError,
+) -> Result<K, ConfigError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get(name)
+        .await
+        .map_err(|e| error(name.to_string(), api_reason(e)))
+}
+
 /// Reads the credential Secret and CA bundle the spec names, then resolves the connection.
 async fn resolve(
     client: Client,
@@ -151,13 +165,10 @@ async fn resolve(
         .filter(|s| !s.is_empty())
     {
         Some(name) => {
-            let s = secrets
-                .get(name)
-                .await
-                .map_err(|e| ConfigError::CredentialSecretMissing {
-                    name: name.into(),
-                    reason: api_reason(e),
-                })?;
+            let s = get_named(&secrets, name, |name, reason| {
+                ConfigError::CredentialSecretMissing { name, reason }
+            })
+            .await?;
             credentials_from_secret(&s)?
         }
         None => Credentials::Ambient,
@@ -169,22 +180,17 @@ async fn resolve(
         .filter(|s| !s.is_empty())
     {
         let cms: Api<ConfigMap> = Api::namespaced(client, ns);
-        let cm = cms
-            .get(name)
-            .await
-            .map_err(|e| ConfigError::CaConfigMapMissing {
-                name: name.into(),
-                reason: api_reason(e),
-            })?;
+        let cm = get_named(&cms, name, |name, reason| ConfigError::CaConfigMapMissing {
+            name,
+            reason,
+        })
+        .await?;
         Some(select_ca_bundle(&cm.data.unwrap_or_default(), key)?)
     } else if let Some(name) = spec.ca_secret_name.as_deref().filter(|s| !s.is_empty()) {
-        let s = secrets
-            .get(name)
-            .await
-            .map_err(|e| ConfigError::CaSecretMissing {
-                name: name.into(),
-                reason: api_reason(e),
-            })?;
+        let s = get_named(&secrets, name, |name, reason| {
+            ConfigError::CaSecretMissing { name, reason }
+        })
+        .await?;
         let data: BTreeMap<String, String> = s
             .data
             .unwrap_or_default()
