@@ -15,7 +15,6 @@ mod common;
 
 struct Sim {
     p: common::SimProcess,
-    url: String,
 }
 
 impl std::ops::Deref for Sim {
@@ -66,9 +65,9 @@ impl Outcome {
 
 impl Sim {
     async fn start() -> Sim {
-        let p = common::spawn(&common::default_config(), &[], Duration::from_secs(10)).await;
-        let url = p.url().to_string();
-        Sim { p, url }
+        Sim {
+            p: common::spawn(&common::default_config(), &[], Duration::from_secs(10)).await,
+        }
     }
 
     async fn send(
@@ -79,7 +78,7 @@ impl Sim {
         headers: &[(&str, &str)],
         body: Option<String>,
     ) -> Outcome {
-        let mut req = self.client.request(method, format!("{}{path}", self.url));
+        let mut req = self.client.request(method, format!("{}{path}", self.url()));
         if let Some(a) = auth {
             req = req.insert_header(("Authorization", a));
         }
