@@ -43,7 +43,7 @@ up() {
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
   local etcd_port peer_port api_port
-  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  read -r etcd_port peer_port api_port < <(free_ports 3)
   "$BIN/etcd" --name e2e --data-dir "$W/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
