@@ -23,7 +23,12 @@ trap 'rm -f "$LOG"' EXIT
 step "chart checks (helm lint, helm template, object by object)"
 bash tests/chart/check.sh | tee -a "$LOG"
 step "cargo test (unit, simulator, end-to-end)"
+# Each control plane leaves its logs, Events and objects here for the secret-leak sweep.
+export E2E_ARTIFACTS_DIR="${CARGO_TARGET_DIR:-$REPO/target}/e2e-artifacts"
+rm -rf "$E2E_ARTIFACTS_DIR"
 cargo test --workspace --no-fail-fast -- --test-threads "${E2E_TEST_THREADS:-2}" 2>&1 | tee -a "$LOG"
+step "secret-leak sweep over every e2e control plane's logs, Events and statuses"
+python3 tests/harness/leak_sweep.py --self-test "$E2E_ARTIFACTS_DIR" | tee -a "$LOG"
 step "OCI image: daemonless build from the release binary, inspected and run"
 bash tests/image/build-oci.sh 2>&1 | tee -a "$LOG"
 step "README demo"

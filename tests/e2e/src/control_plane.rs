@@ -497,6 +497,8 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        // Evidence for the suite-wide secret-leak sweep, while the apiserver still answers.
+        crate::sweep::collect(&self.dir, &self.admin_kubeconfig);
         // Reverse start order, each reaped before the next, so the apiserver never logs a
         // storm of etcd errors and no process outlives the test.
         for p in [self.kcm.take(), self.apiserver.take(), self.etcd.take()]

@@ -17,6 +17,7 @@ pub mod paths;
 pub mod pki;
 pub mod process;
 pub mod sim;
+pub mod sweep;
 pub mod verify;
 pub mod wait;
 
