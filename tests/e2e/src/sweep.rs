@@ -161,7 +161,9 @@ mod tests {
         assert!(v.contains(&"sim-password-1".to_string()));
         assert!(v.contains(&"oauth-secret-1".to_string()));
         assert!(v.contains(&b64.encode("command-issuer:sim-password-1")));
-        assert!(!v.iter().any(|s| s == "command-issuer" || s == "issuer-client"));
+        assert!(!v
+            .iter()
+            .any(|s| s == "command-issuer" || s == "issuer-client"));
         assert_eq!(v.len(), 3);
     }
 }
