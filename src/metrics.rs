@@ -165,6 +165,7 @@ mod tests {
                 status: 400,
                 reason: "Bad Request".into(),
                 body: String::new(),
+                retry_after: None,
             }),
         );
         let text = m.encode();

@@ -12,8 +12,9 @@ use command_issuer::config::{sign_config, ConnectionConfig, SignConfig};
 use command_issuer::pki::parse_csr;
 use command_issuer::request::{
     enrollment_body, enrollment_failure, follow_up_outcome, gate, give_up, held_issued,
-    outcome_from_response, pick_pattern, predefined_metadata, CrOutcome, Gate, MetadataContext,
-    Retry, INTENT_ANNOTATION,
+    intent_time, outcome_from_response, pick_pattern, predefined_metadata, recovery_settle,
+    recovery_wait, CrOutcome, Gate, MetadataContext, Retry, INTENT_ANNOTATION,
+    INTENT_TIME_ANNOTATION,
 };
 use kube::{Api, Client, ResourceExt};
 use secrecy::SecretString;
@@ -62,6 +63,10 @@ struct Track {
     issuer: Option<IssuerKey>,
     timer: Option<SpawnHandle>,
     cr: Option<Box<CertificateRequest>>,
+    /// The last enrollment call of this op id got Command's complete answer (an error status or
+    /// an undecodable body included), so Command is done with it and a lookup that finds
+    /// nothing is final; after a lost answer it is not, until the enrollment has settled.
+    answered: bool,
 }
 
 type ClientCache = HashMap<IssuerKey, (Arc<ConnectionConfig>, CommandClient)>;
@@ -104,6 +109,13 @@ struct Attempt {
     issuer: Option<IssuerKey>,
     client: Option<(IssuerKey, Arc<ConnectionConfig>, CommandClient)>,
     written: bool,
+    /// Command's `Retry-After` (429/503): the next attempt waits at least this long.
+    retry_after: Option<Duration>,
+    /// Try again after this long without writing anything or counting a failure: an
+    /// interrupted enrollment may still land, or the request changed under us (re-read it).
+    again_after: Option<Duration>,
+    /// Whether the enrollment call got Command's complete answer (see `Track::answered`).
+    answered: Option<bool>,
 }
 
 impl Attempt {
@@ -115,6 +127,9 @@ impl Attempt {
             issuer: None,
             client: None,
             written: false,
+            retry_after: None,
+            again_after: None,
+            answered: None,
         }
     }
     fn with(outcome: CrOutcome, issuer: Option<IssuerKey>) -> Self {
@@ -156,6 +171,12 @@ fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(9)).min(MAX_BACKOFF)
 }
 
+/// Delay before the next attempt: the exponential backoff, or Command's `Retry-After` when it
+/// asks for longer (capped at [`MAX_BACKOFF`] so one header cannot park a request for long).
+fn retry_delay(attempts: u32, retry_after: Option<Duration>) -> Duration {
+    backoff(attempts).max(retry_after.unwrap_or_default().min(MAX_BACKOFF))
+}
+
 impl Handler<Enroll> for Enroller {
     type Result = ();
     fn handle(&mut self, msg: Enroll, ctx: &mut Context<Self>) {
@@ -176,6 +197,7 @@ impl Handler<Enroll> for Enroller {
                 issuer: None,
                 timer: None,
                 cr: Some(msg.cr),
+                answered: false,
             },
         );
         self.queue.push_back(key);
@@ -257,6 +279,7 @@ impl Enroller {
                 key.clone(),
                 cr,
                 self.clients.clone(),
+                t.answered,
             );
             ctx.spawn(
                 fut.into_actor(self)
@@ -281,6 +304,28 @@ impl Enroller {
             self.pump(ctx);
             return;
         };
+        if let Some(answered) = res.answered {
+            t.answered = answered;
+        }
+        if let Some(after) = res.again_after {
+            // Not a failure: look again (re-reading the request) once `after` has passed.
+            t.state = State::Waiting;
+            t.issuer = None;
+            t.cr = None;
+            let k = key.clone();
+            t.timer = Some(ctx.run_later(after, move |act, ctx| {
+                if let Some(t) = act.tracked.get_mut(&k) {
+                    if t.state == State::Waiting {
+                        t.state = State::Queued;
+                        t.timer = None;
+                        act.queue.push_back(k);
+                        act.pump(ctx);
+                    }
+                }
+            }));
+            self.pump(ctx);
+            return;
+        }
         let held =
             res.hold_again || (res.written && matches!(res.outcome, Some(CrOutcome::Held { .. })));
         if held {
@@ -334,8 +379,11 @@ impl Enroller {
                 let delay = if res.park {
                     Duration::from_secs(1)
                 } else {
-                    backoff(t.attempts)
+                    retry_delay(t.attempts, res.retry_after)
                 };
+                if let Some(after) = res.retry_after {
+                    debug!(request = %key, retry_after_secs = after.as_secs_f64(), delay_secs = delay.as_secs_f64(), "Command asked to retry later");
+                }
                 t.attempts = t.attempts.saturating_add(1);
                 let k = key.clone();
                 t.timer = Some(ctx.run_later(delay, move |act, ctx| {
@@ -361,7 +409,11 @@ async fn attempt(
     key: CrKey,
     cr: Option<Box<CertificateRequest>>,
     clients: ClientCache,
+    answered: bool,
 ) -> Attempt {
+    // A copy that carries an intent comes from a watch event about our own earlier attempt and
+    // is often stale by now (already Issued): act on the current object instead.
+    let cr = cr.filter(|c| !c.annotations().contains_key(INTENT_ANNOTATION));
     let cr = match cr {
         Some(c) => c,
         None => {
@@ -379,7 +431,7 @@ async fn attempt(
             }
         }
     };
-    let mut res = decide(&deps, &op_id, &key, &cr, clients).await;
+    let mut res = decide(&deps, &op_id, &key, &cr, clients, answered).await;
     res.outcome = res.outcome.map(|o| {
         give_up(
             o,
@@ -416,6 +468,7 @@ async fn decide(
     key: &CrKey,
     cr: &CertificateRequest,
     clients: ClientCache,
+    answered: bool,
 ) -> Attempt {
     let mut recover = None;
     let (kind, name, held) = match gate(cr, deps.settings.check_approval) {
@@ -526,7 +579,8 @@ async fn decide(
             deps.settings.command_timeout,
         ) {
             Ok(http) => {
-                let c = CommandClient::new(http, snap.connection.base_url());
+                let c = CommandClient::new(http, snap.connection.base_url())
+                    .with_timeout(deps.settings.command_timeout);
                 (
                     c.clone(),
                     Some((issuer_key.clone(), snap.connection.clone(), c)),
@@ -552,13 +606,32 @@ async fn decide(
                         info!(op_id, request = %key, previous_op_id = %previous, certificate_id = first.id, "recovered the certificate of an interrupted enrollment; not enrolling again");
                         Attempt::with(held_issued(&p, 0), None)
                     }
-                    Err(e) => Attempt::with(pending(format!("failed to sign: recovering the certificate of an interrupted enrollment: {e}"), Retry::Backoff), None),
+                    Err(e) => {
+                        let mut res = Attempt::with(pending(format!("failed to sign: recovering the certificate of an interrupted enrollment: {e}"), Retry::Backoff), None);
+                        res.retry_after = e.retry_after();
+                        res
+                    }
                 };
                 res.client = new_client;
                 res.issuer = ik;
                 return res;
             }
             Ok([]) => {
+                let settle = recovery_settle(deps.settings.command_timeout);
+                let wait = (!answered)
+                    .then(|| recovery_wait(intent_time(cr), jiff::Timestamp::now(), settle))
+                    .flatten();
+                if let Some(wait) = wait {
+                    // Its answer was lost, and Command may still be completing it: enrolling
+                    // now could make a second certificate (design.md §3.1).
+                    info!(op_id, request = %key, previous_op_id = %previous, look_again_in_secs = wait.as_secs_f64(), "an interrupted enrollment left no certificate in Command yet; looking again before enrolling");
+                    return Attempt {
+                        again_after: Some(wait),
+                        issuer: ik,
+                        client: new_client,
+                        ..Attempt::drop_it()
+                    };
+                }
                 info!(op_id, request = %key, previous_op_id = %previous, "an interrupted enrollment left no certificate in Command; enrolling")
             }
             Err(e) => {
@@ -571,6 +644,7 @@ async fn decide(
                     ),
                     None,
                 );
+                res.retry_after = e.retry_after();
                 res.client = new_client;
                 res.issuer = ik;
                 return res;
@@ -582,7 +656,16 @@ async fn decide(
     let mut res = match (held, sign_csr) {
         (Some(request_id), _) => follow_up(deps, op_id, key, request_id, &command, &header).await,
         (None, Some((sign, csr_pem))) => {
-            enroll(deps, op_id, key, &snap, &sign, &csr_pem, &command, &header).await
+            let version = cr.resource_version();
+            let call = EnrollCall {
+                snap: &snap,
+                sign: &sign,
+                csr_pem: &csr_pem,
+                command: &command,
+                header: &header,
+                resource_version: version.as_deref(),
+            };
+            enroll(deps, op_id, key, call).await
         }
         (None, None) => Attempt::drop_it(),
     };
@@ -644,17 +727,27 @@ async fn follow_up(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn enroll(
-    deps: &EnrollerDeps,
-    op_id: &str,
-    key: &CrKey,
-    snap: &IssuerSnapshot,
-    sign: &SignConfig,
-    csr_pem: &str,
-    command: &CommandClient,
-    header: &SecretString,
-) -> Attempt {
+/// What one enrollment call needs besides the request's identity.
+struct EnrollCall<'a> {
+    snap: &'a IssuerSnapshot,
+    sign: &'a SignConfig,
+    csr_pem: &'a str,
+    command: &'a CommandClient,
+    header: &'a SecretString,
+    /// Version of the request the decision to enroll was made on: the intent is recorded only
+    /// if it is still current, so a stale copy (a late watch event) cannot enroll again.
+    resource_version: Option<&'a str>,
+}
+
+async fn enroll(deps: &EnrollerDeps, op_id: &str, key: &CrKey, call: EnrollCall<'_>) -> Attempt {
+    let EnrollCall {
+        snap,
+        sign,
+        csr_pem,
+        command,
+        header,
+        resource_version,
+    } = call;
     let pattern_id = match (sign.pattern_id, &sign.pattern_name) {
         (Some(id), _) => Some(id),
         (None, Some(name)) => {
@@ -685,7 +778,14 @@ async fn enroll(
     });
     // Record the intent first: a crash after Command answered must not lead to a second enrollment.
     let api: Api<CertificateRequest> = Api::namespaced(deps.client.clone(), &key.namespace);
-    let intent = serde_json::json!({"metadata": {"annotations": {INTENT_ANNOTATION: op_id}}});
+    let sent_at = jiff::Timestamp::now().to_string();
+    let mut intent = serde_json::json!({"metadata": {"annotations": {
+        INTENT_ANNOTATION: op_id, INTENT_TIME_ANNOTATION: sent_at,
+    }}});
+    if let Some(v) = resource_version {
+        // Optimistic concurrency: the apiserver refuses the patch (409) if the request changed.
+        intent["metadata"]["resourceVersion"] = serde_json::json!(v);
+    }
     if let Err(e) = api
         .patch(
             &key.name,
@@ -694,6 +794,13 @@ async fn enroll(
         )
         .await
     {
+        if matches!(&e, kube::Error::Api(s) if s.code == 409) {
+            info!(op_id, request = %key, "the request changed since it was read; reading it again before enrolling");
+            return Attempt {
+                again_after: Some(Duration::ZERO),
+                ..Attempt::drop_it()
+            };
+        }
         return Attempt::with(
             pending(
                 format!("failed to sign: recording the enrollment intent: {e}"),
@@ -722,7 +829,10 @@ async fn enroll(
             deps.metrics.command_call("POST /Enrollment/CSR", &result);
         }
     }
-    match result {
+    // A status or an undecodable body is Command's complete answer; a transport error may have
+    // lost an answer to an enrollment Command still completes.
+    let answered = !matches!(result, Err(CommandError::Transport { .. }));
+    let mut res = match result {
         Ok(resp) => {
             let info = &resp.certificate_information;
             info!(
@@ -743,14 +853,34 @@ async fn enroll(
                 "failed to sign: {}",
                 enrollment_failure(sign, pattern_id, &e)
             );
-            warn!(op_id, request = %key, error = %e, transient = e.is_transient(), "Command enrollment failed");
+            warn!(op_id, request = %key, error = %e, transient = e.is_transient(), retry_after_secs = ?e.retry_after().map(|d| d.as_secs()), "Command enrollment failed");
             let retry = if e.is_transient() || matches!(e, CommandError::Status { status: 401, .. })
             {
                 Retry::Backoff
             } else {
                 Retry::Permanent
             };
-            Attempt::with(pending(message, retry), None)
+            let mut res = Attempt::with(pending(message, retry), None);
+            res.retry_after = e.retry_after();
+            res
         }
+    };
+    res.answered = Some(answered);
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_stretches_the_backoff_but_never_shortens_it() {
+        let s = Duration::from_secs;
+        assert_eq!(retry_delay(0, None), s(1));
+        assert_eq!(retry_delay(0, Some(s(3))), s(3));
+        assert_eq!(retry_delay(3, Some(s(3))), s(8));
+        assert_eq!(retry_delay(2, Some(Duration::ZERO)), s(4));
+        assert_eq!(retry_delay(0, Some(s(86_400))), MAX_BACKOFF);
+        assert_eq!(retry_delay(40, None), MAX_BACKOFF);
     }
 }

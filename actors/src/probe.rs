@@ -63,6 +63,8 @@ pub struct Probe {
     timer: Option<SpawnHandle>,
     failures: u32,
     force_write: bool,
+    /// `Retry-After` of the last failed check (429/503): the next check waits at least this.
+    retry_after: Option<Duration>,
 }
 
 impl Probe {
@@ -88,6 +90,7 @@ impl Probe {
             timer: None,
             failures: 0,
             force_write: false,
+            retry_after: None,
         }
     }
 }
@@ -210,6 +213,14 @@ pub fn is_stale_token<T>(result: &Result<T, CommandError>, credentials: &Credent
         && !matches!(credentials, Credentials::Basic { .. })
 }
 
+/// Delay before re-checking a failing issuer: exponential in the failures so far, or Command's
+/// `Retry-After` when it asks for longer, both capped at [`MAX_ERROR_BACKOFF`].
+fn error_delay(failures: u32, retry_after: Option<Duration>) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(failures.min(9)))
+        .max(retry_after.unwrap_or_default())
+        .min(MAX_ERROR_BACKOFF)
+}
+
 /// Metric labels of an issuer.
 pub fn issuer_labels(key: &IssuerKey) -> IssuerLabels {
     IssuerLabels {
@@ -294,7 +305,7 @@ impl Probe {
                 Ok(h) => h,
                 Err(e) => return (Some(conn), Stage::Status(e)),
             };
-            let command = CommandClient::new(http, conn.base_url());
+            let command = CommandClient::new(http, conn.base_url()).with_timeout(timeout);
             let mut header = header;
             let mut status = command.status_endpoints(&header).await;
             metrics.command_call("GET /Status/Endpoints", &status);
@@ -319,6 +330,10 @@ impl Probe {
         };
         ctx.spawn(fut.into_actor(self).map(move |(conn, stage), act, ctx| {
             let new_connection = conn.is_some() && act.established != conn;
+            act.retry_after = match &stage {
+                Stage::Status(e) | Stage::Metadata(e) => e.retry_after(),
+                _ => None,
+            };
             let result = match stage {
                 Stage::Config(e) => CheckResult::Config(e),
                 Stage::Auth(e) => CheckResult::Auth(e),
@@ -401,10 +416,7 @@ impl Probe {
             (CheckResult::BadInterval(_), _) => None,
             (r, HealthSchedule::Every(d)) if r.is_ready() => Some(d),
             (r, HealthSchedule::Disabled) if r.is_ready() => None,
-            _ => Some(
-                Duration::from_secs(2u64.saturating_pow(self.failures.min(9)))
-                    .min(MAX_ERROR_BACKOFF),
-            ),
+            _ => Some(error_delay(self.failures, self.retry_after.take())),
         };
         let Some(write) = write else {
             self.after_write(ctx, next);
@@ -435,5 +447,20 @@ impl Probe {
         if let Some(d) = next {
             self.timer = Some(ctx.run_later(d, |act, ctx| act.run_check(ctx, "interval")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_delay_honours_retry_after_within_the_cap() {
+        let s = Duration::from_secs;
+        assert_eq!(error_delay(1, None), s(2));
+        assert_eq!(error_delay(1, Some(s(20))), s(20));
+        assert_eq!(error_delay(4, Some(s(3))), s(16));
+        assert_eq!(error_delay(1, Some(s(100_000))), MAX_ERROR_BACKOFF);
+        assert_eq!(error_delay(30, None), MAX_ERROR_BACKOFF);
     }
 }

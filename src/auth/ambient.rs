@@ -336,13 +336,14 @@ async fn gcp_id_token_from(host: &str, audience: &str) -> Result<AuthHeader, Str
         .timeout(AMBIENT_TIMEOUT)
         .disable_redirects()
         .finish();
-    let mut resp = http
+    let resp = http
         .get(&url)
         .insert_header(("Metadata-Flavor", "Google"))
         .send()
         .await
         .map_err(|e| format!("google: could not find default credentials: Get \"{url}\": {e}"))?;
     let status = resp.status();
+    let mut resp = resp.timeout(AMBIENT_TIMEOUT);
     let body = resp
         .body()
         .limit(64 * 1024)

@@ -138,6 +138,9 @@ pub fn parse_token(body: &[u8], now: Instant) -> Result<AuthHeader, AuthError> {
     })
 }
 
+/// Bound on reading a token response body once its head arrived.
+pub const TOKEN_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The error users see when the token endpoint refuses: Go's
 /// `oauth2: cannot fetch token: <status> Response: <body>` under the issuer's prefix.
 pub fn token_error(status: u16, reason: &str, body: &str) -> AuthError {
@@ -168,7 +171,7 @@ pub async fn fetch_client_credentials(
         if let Some(h) = &header {
             r = r.insert_header(("Authorization", h.expose_secret()));
         }
-        let mut resp = match r.send_body(body).await {
+        let resp = match r.send_body(body).await {
             Ok(resp) => resp,
             Err(e) => {
                 return Err(AuthError::Token(format!(
@@ -178,6 +181,9 @@ pub async fn fetch_client_credentials(
             }
         };
         let status = resp.status();
+        // awc's client timeout ends at the response head; a stalled body must not hold up
+        // every enrollment of the issuer behind this token (issue #6 fault suite).
+        let mut resp = resp.timeout(TOKEN_BODY_TIMEOUT);
         let bytes = resp.body().limit(1024 * 1024).await.map_err(|e| {
             AuthError::Token(format!(
                 "failed to retrieve OAuth token: reading the token response: {e}"

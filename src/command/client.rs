@@ -1,7 +1,7 @@
 //! The four Command calls the issuer makes, over one awc client per issuer connection.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
 use rustls_pki_types::pem::PemObject;
@@ -55,17 +55,33 @@ pub fn build_http_client(
         .finish())
 }
 
+/// Bound on one call (head and body) of a [`CommandClient`] not given one with
+/// [`CommandClient::with_timeout`]; the `--command-timeout` default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One Command instance as seen by one issuer: base URL plus HTTP client.
 #[derive(Clone)]
 pub struct CommandClient {
     http: awc::Client,
     base_url: String,
+    timeout: Duration,
 }
 
 impl CommandClient {
     /// Wraps an HTTP client for `https://host/apiPath`.
     pub fn new(http: awc::Client, base_url: String) -> Self {
-        Self { http, base_url }
+        Self {
+            http,
+            base_url,
+            timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Bounds each call, response body included: awc's own timeout stops at the response head,
+    /// so a body that trickles in (or stalls) would otherwise hold the call for ever.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The URL prefix, for messages.
@@ -87,19 +103,29 @@ impl CommandClient {
             .insert_header(("Accept", "application/json"))
     }
 
+    /// Reads the answer to a sent request; the body must arrive within what is left of the
+    /// call's timeout, counted from `started`.
     async fn finish<S>(
+        &self,
         method: &'static str,
         url: String,
+        started: Instant,
         sent: Result<awc::ClientResponse<S>, awc::error::SendRequestError>,
-    ) -> Result<(StatusCode, Vec<u8>), CommandError>
+    ) -> Result<Answer, CommandError>
     where
         S: futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
     {
-        let mut resp = sent.map_err(|e| CommandError::Transport {
+        let resp = sent.map_err(|e| CommandError::Transport {
             method,
             url: url.clone(),
             cause: e.to_string(),
         })?;
+        let mut resp = resp.timeout(self.timeout.saturating_sub(started.elapsed()));
+        let retry_after = resp
+            .headers()
+            .get(awc::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
         let body = resp
             .body()
             .limit(MAX_BODY)
@@ -109,7 +135,11 @@ impl CommandClient {
                 url,
                 cause: format!("reading body: {e}"),
             })?;
-        Ok((resp.status(), body.to_vec()))
+        Ok(Answer {
+            status: resp.status(),
+            retry_after,
+            body: body.to_vec(),
+        })
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -119,21 +149,22 @@ impl CommandClient {
         exactly_200: bool,
     ) -> Result<T, CommandError> {
         let url = format!("{}{}", self.base_url, path_and_query);
+        let started = Instant::now();
         let sent = self
             .request(awc::http::Method::GET, path_and_query, auth)
             .insert_header(("Content-Type", "application/json"))
             .send()
             .await;
-        let (status, body) = Self::finish("Get", url, sent).await?;
+        let answer = self.finish("Get", url, started, sent).await?;
         let ok = if exactly_200 {
-            status == StatusCode::OK
+            answer.status == StatusCode::OK
         } else {
-            status.as_u16() < 300
+            answer.status.as_u16() < 300
         };
         if !ok {
-            return Err(status_error(status, &body));
+            return Err(answer.into_error());
         }
-        serde_json::from_slice(&body).map_err(|e| CommandError::Decode(e.to_string()))
+        serde_json::from_slice(&answer.body).map_err(|e| CommandError::Decode(e.to_string()))
     }
 
     /// `GET /Status/Endpoints`: the authentication test and health check (200 + `[]string`).
@@ -219,15 +250,17 @@ impl CommandClient {
     ) -> Result<Vec<String>, CommandError> {
         let url = format!("{}/Certificates/Download", self.base_url);
         let body = serde_json::json!({"CertID": cert_id, "IncludeChain": true, "ChainOrder": "EndEntityFirst"});
+        let started = Instant::now();
         let sent = self
             .request(awc::http::Method::POST, "/Certificates/Download", auth)
             .insert_header(("x-certificateformat", "PEM"))
             .send_json(&body)
             .await;
-        let (status, raw) = Self::finish("Post", url, sent).await?;
-        if status.as_u16() >= 300 {
-            return Err(status_error(status, &raw));
+        let answer = self.finish("Post", url, started, sent).await?;
+        if answer.status.as_u16() >= 300 {
+            return Err(answer.into_error());
         }
+        let raw = answer.body;
         #[derive(serde::Deserialize)]
         struct Download {
             #[serde(rename = "Content")]
@@ -254,25 +287,64 @@ impl CommandClient {
         auth: &SecretString,
     ) -> Result<EnrollCsrResponse, CommandError> {
         let url = format!("{}/Enrollment/CSR", self.base_url);
+        let started = Instant::now();
         let sent = self
             .request(awc::http::Method::POST, "/Enrollment/CSR", auth)
             .insert_header(("x-certificateformat", "PEM"))
             .send_json(body)
             .await;
-        let (status, raw) = Self::finish("Post", url, sent).await?;
-        if status.as_u16() >= 300 {
-            return Err(status_error(status, &raw));
+        let answer = self.finish("Post", url, started, sent).await?;
+        if answer.status.as_u16() >= 300 {
+            return Err(answer.into_error());
         }
+        let raw = answer.body;
         serde_json::from_slice(&raw).map_err(|e| CommandError::Decode(e.to_string()))
     }
 }
 
-fn status_error(status: StatusCode, body: &[u8]) -> CommandError {
-    CommandError::Status {
-        status: status.as_u16(),
-        reason: status.canonical_reason().unwrap_or("").to_string(),
-        body: String::from_utf8_lossy(body).into_owned(),
+/// A complete HTTP answer: status, parsed `Retry-After` and body.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn into_error(self) -> CommandError {
+        CommandError::Status {
+            status: self.status.as_u16(),
+            reason: self.status.canonical_reason().unwrap_or("").to_string(),
+            body: String::from_utf8_lossy(&self.body).into_owned(),
+            retry_after: self.retry_after,
+        }
     }
+}
+
+/// Longest `Retry-After` taken from Command; a larger value (or a far-future date) is cut to
+/// this, so one odd header cannot park a request for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Reads a `Retry-After` value (RFC 9110 §10.2.3): delay-seconds or an HTTP date, as the delay
+/// from `now`. A date in the past is no delay; anything else unreadable is `None`, so a bad
+/// header never stops a retry.
+pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only: too many of them for a u64 still means "a long time".
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    }
+    static HTTP_DATE: jiff::fmt::rfc2822::DateTimeParser =
+        jiff::fmt::rfc2822::DateTimeParser::new();
+    let at = HTTP_DATE.parse_timestamp(value).ok()?;
+    let delay = at.duration_since(now);
+    Some(if delay.is_negative() {
+        Duration::ZERO
+    } else {
+        Duration::try_from(delay)
+            .unwrap_or(MAX_RETRY_AFTER)
+            .min(MAX_RETRY_AFTER)
+    })
 }
 
 #[cfg(test)]
@@ -284,6 +356,79 @@ mod tests {
         assert_eq!(
             crate::auth::urlencode("Name -eq \"Default Pattern\""),
             "Name+-eq+%22Default+Pattern%22"
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds_and_http_dates() {
+        let now: jiff::Timestamp = "2026-06-03T12:00:00Z".parse().unwrap();
+        let p = |v| parse_retry_after(v, now);
+        assert_eq!(p("3"), Some(Duration::from_secs(3)));
+        assert_eq!(p(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(p("0"), Some(Duration::ZERO));
+        // IMF-fixdate, the form RFC 9110 requires senders to use.
+        assert_eq!(
+            p("Wed, 03 Jun 2026 12:00:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        // A date already past: retry at once.
+        assert_eq!(p("Wed, 03 Jun 2026 11:00:00 GMT"), Some(Duration::ZERO));
+        // Absurd values are capped, unreadable ones ignored.
+        assert_eq!(p("99999999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("Fri, 03 Jun 2044 12:00:00 GMT"), Some(MAX_RETRY_AFTER));
+        for bad in ["", "soon", "-5", "1.5", "3 s"] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_counts_for_429_and_503_only() {
+        let e = |status| CommandError::Status {
+            status,
+            reason: String::new(),
+            body: String::new(),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(e(429).retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(e(503).retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(e(500).retry_after(), None);
+        assert_eq!(e(400).retry_after(), None);
+    }
+
+    /// A server that sends the head and the start of the body, then stalls.
+    fn stalling_server() -> std::net::SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[",
+                );
+                // Hold the connection open without finishing the body.
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        });
+        addr
+    }
+
+    #[actix_rt::test]
+    async fn a_stalled_body_fails_within_the_call_timeout() {
+        let addr = stalling_server();
+        let http = build_http_client(None, Duration::from_millis(300)).unwrap();
+        let client = CommandClient::new(http, format!("http://{addr}"))
+            .with_timeout(Duration::from_millis(300));
+        let t = Instant::now();
+        let e = client
+            .status_endpoints(&SecretString::from("Basic x"))
+            .await
+            .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(
+            matches!(&e, CommandError::Transport { cause, .. } if cause.starts_with("reading body")),
+            "{e:?}"
         );
     }
 

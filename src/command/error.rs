@@ -1,5 +1,7 @@
 //! Errors of Command calls, classified so callers can tell transient from permanent.
 
+use std::time::Duration;
+
 /// One failed Command call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -22,6 +24,8 @@ pub enum CommandError {
         reason: String,
         /// Raw response body.
         body: String,
+        /// `Retry-After` of the answer (seconds or HTTP date, as a delay from when it arrived).
+        retry_after: Option<Duration>,
     },
     /// The body did not decode as the documented JSON.
     #[error("failed to decode response from Command: {0}")]
@@ -39,6 +43,19 @@ impl CommandError {
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             Self::Decode(_) => true,
             Self::Tls(_) => false,
+        }
+    }
+
+    /// How long Command asked us to wait before trying again: the `Retry-After` of a `429 Too
+    /// Many Requests` or `503 Service Unavailable` (RFC 9110 §10.2.3), so retries respect it.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status {
+                status: 429 | 503,
+                retry_after,
+                ..
+            } => *retry_after,
+            _ => None,
         }
     }
 

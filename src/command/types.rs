@@ -97,9 +97,23 @@ pub struct EnrollCsrRequest {
 /// Response of `POST /Enrollment/CSR`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct EnrollCsrResponse {
-    /// Always present on 200.
-    #[serde(rename = "CertificateInformation")]
+    /// Present on every 200 from Command; absent or null decodes as empty, so the decision
+    /// (`request::outcome_from_response`) names the missing fields instead of a decode error
+    /// that would be retried as a new enrollment.
+    #[serde(
+        rename = "CertificateInformation",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     pub certificate_information: CertificateInformation,
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The part of CertificateInformation the issuer acts on.
@@ -109,11 +123,11 @@ pub struct CertificateInformation {
     /// Hex serial.
     #[serde(rename = "SerialNumber")]
     pub serial_number: Option<String>,
-    /// Command certificate id.
-    #[serde(rename = "KeyfactorID")]
+    /// Command certificate id (0 when absent or null).
+    #[serde(rename = "KeyfactorID", deserialize_with = "null_as_default")]
     pub keyfactor_id: i64,
-    /// Command request id, to follow a pending request.
-    #[serde(rename = "KeyfactorRequestId")]
+    /// Command request id, to follow a pending request (0 when absent or null).
+    #[serde(rename = "KeyfactorRequestId", deserialize_with = "null_as_default")]
     pub keyfactor_request_id: i64,
     /// PEM strings, leaf first.
     #[serde(rename = "Certificates")]
@@ -169,5 +183,19 @@ mod tests {
         let r: EnrollCsrResponse = serde_json::from_str(r#"{"CertificateInformation":{"Certificates":null,"KeyfactorRequestId":5,"RequestDisposition":"PENDING","Extra":1},"Metadata":{}}"#).unwrap();
         assert_eq!(r.certificate_information.keyfactor_request_id, 5);
         assert_eq!(r.certificate_information.certificates, None);
+    }
+
+    #[test]
+    fn response_without_certificate_information_decodes_as_empty() {
+        for body in [
+            r#"{}"#,
+            r#"{"CertificateInformation":null}"#,
+            r#"{"Metadata":{}}"#,
+            r#"{"CertificateInformation":{"KeyfactorID":null,"KeyfactorRequestId":null}}"#,
+        ] {
+            let r: EnrollCsrResponse = serde_json::from_str(body).unwrap();
+            assert_eq!(r.certificate_information, CertificateInformation::default());
+        }
+        assert!(serde_json::from_str::<EnrollCsrResponse>("<html>").is_err());
     }
 }

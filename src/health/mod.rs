@@ -154,6 +154,7 @@ mod tests {
             status: 401,
             reason: "Unauthorized".into(),
             body: String::new(),
+            retry_after: None,
         });
         assert_eq!(r.ready_message(), "failed to build the healthchecker: failed to create health checker: failed to create new Command API client: failed to authenticate, received status code 401 from Keyfactor Command: ");
     }
@@ -164,6 +165,7 @@ mod tests {
             status: 403,
             reason: "Forbidden".into(),
             body: "{}".into(),
+            retry_after: None,
         });
         assert_eq!(r.ready_message(), "healthcheck failed: failed to fetch metadata fields from connected Command instance: 403 Forbidden");
     }

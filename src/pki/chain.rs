@@ -35,8 +35,65 @@ fn self_signed(c: &X509Certificate<'_>) -> bool {
     issued_by(c, c)
 }
 
+/// Longest subject text put into a message, so a hostile certificate cannot bloat the status.
+const MAX_NAME_CHARS: usize = 200;
+
+fn clip(text: String) -> String {
+    match text.char_indices().nth(MAX_NAME_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// `CN=leaf.example.com` (the subject as RFC 4514 text), for messages.
+fn subject_of(c: &X509Certificate<'_>) -> String {
+    let s = c.subject().to_string();
+    clip(if s.is_empty() {
+        "<empty subject>".into()
+    } else {
+        s
+    })
+}
+
+fn subjects(parsed: &[X509Certificate<'_>], idx: &[usize]) -> String {
+    idx.iter()
+        .map(|&i| subject_of(&parsed[i]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why the certificates do not form one chain, naming the gap so the Command administrator knows
+/// which CA certificate is missing or misplaced.
+fn why_broken(parsed: &[X509Certificate<'_>], leaves: &[usize]) -> String {
+    let n = parsed.len();
+    // A certificate (not self-signed) whose issuer is absent is the usual cause: Command does
+    // not have (or does not return) an intermediate CA certificate.
+    let orphans: Vec<usize> = (0..n)
+        .filter(|&i| {
+            !self_signed(&parsed[i]) && !(0..n).any(|j| j != i && issued_by(&parsed[i], &parsed[j]))
+        })
+        .collect();
+    if let Some(&i) = orphans.first() {
+        let issuer = clip(parsed[i].issuer().to_string());
+        return format!(
+            "no certificate among the {n} returned issued {} (its issuer is {issuer}); the CA chain Command returns lacks that certificate",
+            subject_of(&parsed[i])
+        );
+    }
+    match leaves.len() {
+        0 => "every certificate issued another one; no leaf certificate found".into(),
+        _ => format!(
+            "the certificates belong to {} separate chains, ending in {}",
+            leaves.len(),
+            subjects(parsed, leaves)
+        ),
+    }
+}
+
 /// Builds the single chain independent of input order (first PEM block of each string,
-/// duplicates dropped); anything but one unbroken chain is [`PkiError::BrokenChain`].
+/// duplicates dropped), so a reordered answer (root first, leaf in the middle) still yields
+/// leaf → intermediates → root; anything but one unbroken chain is [`PkiError::BrokenChain`]
+/// with the gap named.
 pub fn split_chain(pems: &[String]) -> Result<IssuedChain, PkiError> {
     let mut certs: Vec<Parsed> = Vec::new();
     for p in pems {
@@ -61,7 +118,7 @@ pub fn split_chain(pems: &[String]) -> Result<IssuedChain, PkiError> {
         .filter(|&i| !(0..parsed.len()).any(|j| j != i && issued_by(&parsed[j], &parsed[i])))
         .collect();
     let [leaf] = leaves[..] else {
-        return Err(PkiError::BrokenChain);
+        return Err(PkiError::BrokenChain(why_broken(&parsed, &leaves)));
     };
     let mut order = vec![leaf];
     while let Some(&cur) = order.last() {
@@ -74,11 +131,22 @@ pub fn split_chain(pems: &[String]) -> Result<IssuedChain, PkiError> {
         match next[..] {
             [] => break,
             [n] => order.push(n),
-            _ => return Err(PkiError::BrokenChain),
+            _ => {
+                return Err(PkiError::BrokenChain(format!(
+                    "more than one certificate could have issued {}: {}",
+                    subject_of(&parsed[cur]),
+                    subjects(&parsed, &next)
+                )))
+            }
         }
     }
     if order.len() != parsed.len() {
-        return Err(PkiError::BrokenChain);
+        let stray: Vec<usize> = (0..parsed.len()).filter(|i| !order.contains(i)).collect();
+        return Err(PkiError::BrokenChain(format!(
+            "not part of the chain of {}: {}",
+            subject_of(&parsed[leaf]),
+            subjects(&parsed, &stray)
+        )));
     }
     let top = order[order.len() - 1];
     let root_is_self_signed = self_signed(&parsed[top]);
@@ -174,12 +242,50 @@ mod tests {
     }
 
     #[test]
-    fn broken_chain_and_bad_pem() {
+    fn reordered_chain_is_put_leaf_first() {
+        let p = pki();
+        for input in [
+            vec![p.root.clone(), p.sub.clone(), p.leaf.clone()],
+            vec![p.sub.clone(), p.root.clone(), p.leaf.clone()],
+        ] {
+            let c = split_chain(&input).unwrap();
+            assert_eq!(
+                c.certificate_pem,
+                format!("{}{}", norm(&p.leaf), norm(&p.sub))
+            );
+            assert_eq!(c.ca_pem, norm(&p.root));
+        }
+    }
+
+    #[test]
+    fn broken_chain_names_the_missing_issuer() {
         let p = pki();
         assert_eq!(
-            split_chain(&[p.leaf.clone(), p.root.clone()]),
-            Err(PkiError::BrokenChain)
+            split_chain(&[p.leaf.clone(), p.root.clone()]).unwrap_err().to_string(),
+            "certificate chain is malformed or broken: no certificate among the 2 returned issued CN=leaf.example.com (its issuer is CN=Sub-CA); the CA chain Command returns lacks that certificate"
         );
+        let other = pki();
+        let e = split_chain(&[
+            p.leaf.clone(),
+            p.sub.clone(),
+            p.root.clone(),
+            other.root.clone(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "certificate chain is malformed or broken: the certificates belong to 2 separate chains, ending in CN=leaf.example.com, CN=Root-CA"
+        );
+    }
+
+    #[test]
+    fn broken_chain_and_bad_pem() {
+        let p = pki();
+        assert!(matches!(
+            split_chain(&[p.leaf.clone(), p.root.clone()]),
+            Err(PkiError::BrokenChain(_))
+        ));
         assert_eq!(split_chain(&["junk".into()]), Err(PkiError::CertificatePem));
         assert_eq!(split_chain(&[]), Err(PkiError::Empty));
     }

@@ -16,8 +16,18 @@ pub struct CsrInfo {
     pub sans: Vec<String>,
 }
 
+/// Largest `spec.request` accepted (256 KiB of PEM). Real CSRs are a few KiB (tens with
+/// post-quantum keys); the object also has to hold the issued chain within etcd's ~1.5 MiB.
+pub const MAX_CSR_BYTES: usize = 256 * 1024;
+
 /// Requires exactly a CERTIFICATE REQUEST PEM block whose signature verifies.
 pub fn parse_csr(pem: &[u8]) -> Result<CsrInfo, PkiError> {
+    if pem.len() > MAX_CSR_BYTES {
+        return Err(PkiError::CsrTooLarge {
+            size: pem.len(),
+            max: MAX_CSR_BYTES,
+        });
+    }
     let (_, block) = parse_x509_pem(pem).map_err(|_| PkiError::CsrPemType)?;
     if block.label != "CERTIFICATE REQUEST" && block.label != "NEW CERTIFICATE REQUEST" {
         return Err(PkiError::CsrPemType);
@@ -93,6 +103,49 @@ mod tests {
             "csr is invalid: PEM block type must be CERTIFICATE REQUEST"
         );
         assert_eq!(parse_csr(b"not pem").unwrap_err(), PkiError::CsrPemType);
+    }
+
+    #[test]
+    fn malformed_pem_gets_the_upstream_text() {
+        let pem = "-----BEGIN CERTIFICATE REQUEST-----\nnot base64 at all!\n-----END CERTIFICATE REQUEST-----\n";
+        assert_eq!(parse_csr(pem.as_bytes()), Err(PkiError::CsrPemType));
+        assert_eq!(parse_csr(b""), Err(PkiError::CsrPemType));
+    }
+
+    #[test]
+    fn junk_inside_a_csr_block_is_named() {
+        let pem = super::super::to_pem("CERTIFICATE REQUEST", b"\x30\x03\x02\x01\x01");
+        let e = parse_csr(pem.as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("csr is invalid: failed to parse CSR: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn oversized_csr_is_refused_before_parsing() {
+        let big = vec![b'A'; MAX_CSR_BYTES + 1];
+        assert_eq!(
+            parse_csr(&big).unwrap_err().to_string(),
+            format!(
+                "csr is invalid: the CSR is {} bytes, more than the 262144 bytes accepted",
+                MAX_CSR_BYTES + 1
+            )
+        );
+        // A valid CSR padded to 1 MiB with a private extension is refused the same way.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["big.example.com".into()]).unwrap();
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 55555, 1],
+                vec![0u8; 1 << 20],
+            ));
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        assert!(matches!(
+            parse_csr(pem.as_bytes()),
+            Err(PkiError::CsrTooLarge { .. })
+        ));
     }
 
     #[test]

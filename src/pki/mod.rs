@@ -4,7 +4,7 @@ mod chain;
 mod csr;
 
 pub use chain::{split_chain, IssuedChain};
-pub use csr::{parse_csr, CsrInfo};
+pub use csr::{parse_csr, CsrInfo, MAX_CSR_BYTES};
 
 /// Why a CSR or a returned chain is unusable; texts as upstream where users search for them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,12 +15,21 @@ pub enum PkiError {
     /// The CSR does not parse or its signature does not verify.
     #[error("csr is invalid: {0}")]
     CsrInvalid(String),
+    /// spec.request is larger than any real CSR; refused before parsing so an oversized object
+    /// fails clearly instead of being sent to Command (and its answer overflowing the object).
+    #[error("csr is invalid: the CSR is {size} bytes, more than the {max} bytes accepted")]
+    CsrTooLarge {
+        /// Bytes of spec.request (decoded PEM).
+        size: usize,
+        /// [`MAX_CSR_BYTES`].
+        max: usize,
+    },
     /// A returned certificate string holds no PEM certificate.
     #[error("failed to parse certificate PEM")]
     CertificatePem,
-    /// The returned certificates are not one unbroken chain.
-    #[error("certificate chain is malformed or broken")]
-    BrokenChain,
+    /// The returned certificates are not one unbroken chain; the detail names the gap.
+    #[error("certificate chain is malformed or broken: {0}")]
+    BrokenChain(String),
     /// Command answered without any certificate.
     #[error("Command returned no certificates")]
     Empty,

@@ -74,12 +74,17 @@ pub fn enrollment_body(
     }
 }
 
-/// `command enrollment failure: <hints>: <status>` (product.md §10.6).
+/// `command enrollment failure: <hints>: <status>` (product.md §10.6). An answer that is not
+/// Command's JSON gets no configuration hints (they would point at the wrong thing): it says
+/// what answered instead.
 pub fn enrollment_failure(
     sign: &SignConfig,
     pattern_id: Option<i32>,
     err: &CommandError,
 ) -> String {
+    if let CommandError::Decode(_) = err {
+        return format!("command enrollment failure: the answer is not Command's JSON enrollment response (is a proxy, gateway or login page answering for Command?): {err}");
+    }
     let ca = sign.ca_logical_name.as_deref();
     let t = sign.template.as_deref().unwrap_or("");
     let mut hints: Vec<String> = Vec::new();
@@ -154,6 +159,7 @@ mod tests {
             status: 403,
             reason: "Forbidden".into(),
             body: "{}".into(),
+            retry_after: None,
         };
         assert_eq!(pick_pattern("P", Err(e)).unwrap_err().0, "failed to sign: enrollment pattern failure: error fetching enrollment patterns from Command: 403 Forbidden. Details: {}: 403 Forbidden");
     }
@@ -174,10 +180,20 @@ mod tests {
             status: 400,
             reason: "Bad Request".into(),
             body: r#"{"ErrorCode":"0x1","Message":"m"}"#.into(),
+            retry_after: None,
         };
         assert_eq!(
             enrollment_failure(&sign(), None, &err),
             r#"command enrollment failure: Verify that certificate template 'Web' exists in Command and belongs to certificate authority 'Sub-CA'. If applicable, verify the Enrollment Pattern configuration in Keyfactor Command, and ensure CSR Enrollment is enabled. Error response from Command: {"ErrorCode":"0x1","Message":"m"}: 400 Bad Request"#
+        );
+    }
+
+    #[test]
+    fn non_json_answer_names_the_answer_not_the_template() {
+        let err = CommandError::Decode("expected value at line 1 column 1".into());
+        assert_eq!(
+            enrollment_failure(&sign(), None, &err),
+            "command enrollment failure: the answer is not Command's JSON enrollment response (is a proxy, gateway or login page answering for Command?): failed to decode response from Command: expected value at line 1 column 1"
         );
     }
 
@@ -192,6 +208,7 @@ mod tests {
             status: 400,
             reason: "Bad Request".into(),
             body: String::new(),
+            retry_after: None,
         };
         assert_eq!(
             enrollment_failure(&s, Some(7), &err),

@@ -88,12 +88,20 @@ impl CrOutcome {
 }
 
 /// Maps Command's disposition: ISSUED (or certificates present) → Issued; PENDING / external
-/// validation → Pending held in Command; FAILED / DENIED → Failed; no certificates → Pending.
+/// validation → Pending held in Command; FAILED / DENIED → Failed.
+///
+/// An answer Command gave but that holds no usable chain (empty `Certificates`, a string that is
+/// no PEM certificate, a broken chain) is held under its `KeyfactorRequestId` and followed up
+/// (the certificate is downloaded again), never enrolled a second time (design.md §3.1). Without
+/// a request id it is a Pending that cannot heal by itself, naming the missing fields: the next
+/// attempt recovers the certificate by the enrollment's `Controller-Reconcile-Id` like an
+/// interrupted enrollment, and it turns Failed after the max retry duration.
 pub fn outcome_from_response(info: &CertificateInformation) -> CrOutcome {
     let disposition = info
         .request_disposition
         .as_deref()
         .unwrap_or("")
+        .trim()
         .to_ascii_uppercase();
     let msg = info.disposition_message.as_deref().unwrap_or("").trim();
     let id = info.keyfactor_request_id;
@@ -116,24 +124,82 @@ pub fn outcome_from_response(info: &CertificateInformation) -> CrOutcome {
         }
         _ => {}
     }
-    let certs = info.certificates.clone().unwrap_or_default();
+    let certs = info.certificates.as_deref().unwrap_or_default();
     if certs.is_empty() {
+        if id <= 0 {
+            return CrOutcome::Pending {
+                message: unusable_answer(info),
+                retry: Retry::Permanent,
+            };
+        }
+        let said = match (disposition.as_str(), msg) {
+            ("", "") => "no disposition".to_string(),
+            (d, "") => format!("disposition {d}"),
+            ("", m) => format!("no disposition: {m}"),
+            (d, m) => format!("disposition {d}: {m}"),
+        };
         return CrOutcome::Held {
-            message: format!("Command returned no certificate (disposition {disposition:?}, request id {id}): {msg}"),
+            message: format!(
+                "Command returned no certificate for request id {id} ({said}); fetching it from Command every --pending-poll-interval"
+            ),
             request_id: id,
         };
     }
-    match split_chain(&certs) {
+    match split_chain(certs) {
         Ok(chain) => CrOutcome::Issued {
             certificate_pem: chain.certificate_pem,
             ca_pem: chain.ca_pem,
             request_id: id,
         },
+        Err(e) if id > 0 => CrOutcome::Held {
+            message: format!(
+                "failed to sign: {e}; fetching the certificate of request id {id} from Command again every --pending-poll-interval"
+            ),
+            request_id: id,
+        },
         Err(e) => CrOutcome::Pending {
-            message: format!("failed to sign: {e}"),
+            message: format!("failed to sign: {e}; Command's answer has no KeyfactorRequestId: {RECOVERY}"),
             retry: Retry::Permanent,
         },
     }
+}
+
+/// What happens next to an answer without a request id (the enroller's recovery of an enrollment
+/// whose result was lost, design.md §3.1).
+const RECOVERY: &str = "the next attempt looks for the certificate by this enrollment's Controller-Reconcile-Id (with SupportsMetadata) before enrolling again";
+
+/// Message for an enrollment answer with neither certificates nor a request id.
+fn unusable_answer(info: &CertificateInformation) -> String {
+    let mut missing = vec!["Certificates"];
+    if info.keyfactor_request_id <= 0 {
+        missing.push("KeyfactorRequestId");
+    }
+    if info
+        .request_disposition
+        .as_deref()
+        .unwrap_or("")
+        .trim()
+        .is_empty()
+    {
+        missing.push("RequestDisposition");
+    }
+    let mut known = Vec::new();
+    if info.keyfactor_id > 0 {
+        known.push(format!("certificate id {}", info.keyfactor_id));
+    }
+    if let Some(serial) = info.serial_number.as_deref().filter(|s| !s.is_empty()) {
+        let serial: String = serial.chars().take(80).collect();
+        known.push(format!("serial {serial}"));
+    }
+    let known = if known.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", known.join(", "))
+    };
+    format!(
+        "failed to sign: Command's enrollment answer lacks {}{known}; check the Command version and any proxy in between; {RECOVERY}",
+        missing.join(", ")
+    )
 }
 
 /// A held request's state in Command: `Some(Failed)` when an approver denied it or it failed,
@@ -278,18 +344,54 @@ mod tests {
             CrOutcome::Failed { .. }
         ));
         info.request_disposition = Some("ISSUED".into());
-        assert!(
-            matches!(outcome_from_response(&info), CrOutcome::Held { .. }),
-            "empty Certificates must not panic or issue"
+        info.disposition_message = Some("Issued.".into());
+        info.certificates = Some(vec![]);
+        assert_eq!(
+            outcome_from_response(&info),
+            CrOutcome::Held {
+                message: "Command returned no certificate for request id 9 (disposition ISSUED: Issued.); fetching it from Command every --pending-poll-interval".into(),
+                request_id: 9
+            },
+            "empty Certificates must not panic, issue or enroll again"
         );
         info.certificates = Some(vec!["junk".into()]);
         assert_eq!(
             outcome_from_response(&info),
+            CrOutcome::Held {
+                message: "failed to sign: failed to parse certificate PEM; fetching the certificate of request id 9 from Command again every --pending-poll-interval".into(),
+                request_id: 9
+            }
+        );
+        info.keyfactor_request_id = 0;
+        assert_eq!(
+            outcome_from_response(&info),
             CrOutcome::Pending {
-                message: "failed to sign: failed to parse certificate PEM".into(),
+                message: format!("failed to sign: failed to parse certificate PEM; Command's answer has no KeyfactorRequestId: {RECOVERY}"),
                 retry: Retry::Permanent
             }
         );
+    }
+
+    #[test]
+    fn answer_without_certificates_or_request_id_names_the_gap() {
+        let info = CertificateInformation {
+            keyfactor_id: 12,
+            serial_number: Some("0A1B".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome_from_response(&info),
+            CrOutcome::Pending {
+                message: "failed to sign: Command's enrollment answer lacks Certificates, KeyfactorRequestId, RequestDisposition (certificate id 12, serial 0A1B); check the Command version and any proxy in between; the next attempt looks for the certificate by this enrollment's Controller-Reconcile-Id (with SupportsMetadata) before enrolling again".into(),
+                retry: Retry::Permanent
+            }
+        );
+        let bare = CertificateInformation::default();
+        assert!(matches!(
+            outcome_from_response(&bare),
+            CrOutcome::Pending { message, retry: Retry::Permanent }
+                if message.contains("lacks Certificates, KeyfactorRequestId, RequestDisposition; check")
+        ));
     }
 
     #[test]

@@ -80,6 +80,30 @@ pub enum Mode {
     /// The CA rejects the request: `400` with an error body.
     #[serde(rename = "fail-400")]
     Fail400,
+    /// Issued, but the answer omits `Certificates`, `KeyfactorRequestId`, `RequestDisposition`
+    /// and `DispositionMessage` (a broken proxy or an incompatible version).
+    MissingFields,
+    /// Issued, but `Certificates: []` (the certificate can still be downloaded).
+    EmptyCertificates,
+    /// Issued, but the chain lacks the issuing CA: `[leaf, root]`.
+    BrokenChain,
+    /// Issued, chain out of order: `[root, leaf, issuing CA]`.
+    ReorderedChain,
+}
+
+impl Mode {
+    /// Whether the CA signs the certificate (the record is `ISSUED` and downloadable), whatever
+    /// shape the answer then has.
+    pub fn issues(self) -> bool {
+        matches!(
+            self,
+            Mode::Issue
+                | Mode::MissingFields
+                | Mode::EmptyCertificates
+                | Mode::BrokenChain
+                | Mode::ReorderedChain
+        )
+    }
 }
 
 /// The whole configuration file.

@@ -853,3 +853,116 @@ async fn ca_template_and_requester_rules() {
         .await;
     assert_eq!(denied.status, 403);
 }
+
+#[actix_rt::test]
+async fn malformed_answer_modes_issue_but_shape_the_answer() {
+    let mut config = default_config();
+    let patterns = config["enrollment_patterns"]
+        .as_array_mut()
+        .expect("patterns");
+    for (id, mode) in [
+        (30, "missing-fields"),
+        (31, "empty-certificates"),
+        (32, "broken-chain"),
+        (33, "reordered-chain"),
+    ] {
+        patterns.push(json!({
+            "id": id, "name": format!("Mode {mode}"), "template": "WebServer1y", "mode": mode
+        }));
+    }
+    let sim = Sim::start_with(config).await;
+    let root = std::fs::read_to_string(sim.ready["pki_root"].as_str().expect("pki_root"))
+        .expect("root.pem");
+    let issuing = std::fs::read_to_string(sim.ready["pki_issuing"].as_str().expect("pki_issuing"))
+        .expect("issuing.pem");
+    let enroll = |id: i64, cn: &'static str| {
+        let (pem, _) = csr(cn);
+        let mut b = pattern_body(&pem);
+        b["EnrollmentPatternId"] = json!(id);
+        let sim = &sim;
+        async move {
+            let reply = sim.enroll(&b).await;
+            assert_eq!(
+                reply.status,
+                200,
+                "{}",
+                String::from_utf8_lossy(&reply.body)
+            );
+            reply.json()["CertificateInformation"].clone()
+        }
+    };
+    let cn_of = |pem: &Value| {
+        let der = pem_der(pem.as_str().expect("PEM string"));
+        let (_, c) = x509_parser::parse_x509_certificate(&der).expect("cert");
+        c.subject().to_string()
+    };
+
+    let missing = enroll(30, "missing.example.com").await;
+    for key in [
+        "Certificates",
+        "KeyfactorRequestId",
+        "RequestDisposition",
+        "DispositionMessage",
+    ] {
+        assert!(missing.get(key).is_none(), "{key} present: {missing}");
+    }
+    assert!(missing["KeyfactorID"].as_i64().unwrap_or(0) > 0);
+    assert!(missing["SerialNumber"].is_string());
+
+    let empty = enroll(31, "empty.example.com").await;
+    assert_eq!(empty["Certificates"], json!([]));
+    assert_eq!(empty["RequestDisposition"], "ISSUED");
+    let request_id = empty["KeyfactorRequestId"].as_i64().unwrap_or(0);
+    assert!(request_id > 0);
+    // The certificate exists in Command: found by its request id and downloadable with its chain.
+    let found = sim
+        .get(&format!(
+            "/KeyfactorAPI/Certificates?pq.queryString=CertRequestId%20-eq%20{request_id}"
+        ))
+        .await
+        .json();
+    assert_eq!(found[0]["Id"], empty["KeyfactorID"]);
+    let download = sim
+        .send(
+            Method::POST,
+            "/KeyfactorAPI/Certificates/Download",
+            Some(ISSUER),
+            &[
+                REQUESTED_WITH,
+                ("x-keyfactor-api-version", "1"),
+                ("x-certificateformat", "PEM"),
+                ("content-type", "application/json"),
+            ],
+            Some(json!({"CertID": empty["KeyfactorID"], "IncludeChain": true}).to_string()),
+        )
+        .await;
+    assert_eq!(download.status, 200);
+    let content = base64::engine::general_purpose::STANDARD
+        .decode(download.json()["Content"].as_str().unwrap_or(""))
+        .expect("base64");
+    assert_eq!(
+        String::from_utf8_lossy(&content)
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        3
+    );
+
+    let broken = enroll(32, "broken.example.com").await;
+    assert_eq!(broken["RequestDisposition"], "ISSUED");
+    let certs = broken["Certificates"].as_array().expect("certificates");
+    assert_eq!(certs.len(), 2);
+    assert_eq!(cn_of(&certs[0]), "CN=broken.example.com");
+    assert_eq!(pem_der(certs[1].as_str().unwrap_or("")), pem_der(&root));
+
+    let reordered = enroll(33, "reordered.example.com").await;
+    let certs = reordered["Certificates"].as_array().expect("certificates");
+    assert_eq!(certs.len(), 3);
+    assert_eq!(pem_der(certs[0].as_str().unwrap_or("")), pem_der(&root));
+    assert_eq!(cn_of(&certs[1]), "CN=reordered.example.com");
+    assert_eq!(pem_der(certs[2].as_str().unwrap_or("")), pem_der(&issuing));
+
+    let records = sim.admin(Method::GET, "/_sim/enrollments").await;
+    let records = records.as_array().expect("records");
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|r| r["disposition"] == "ISSUED"));
+}

@@ -16,6 +16,7 @@ pub mod k8s;
 pub mod paths;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod sim;
 pub mod sweep;
 pub mod verify;
@@ -31,6 +32,7 @@ pub use k8s::{
 };
 pub use paths::{bin_path, tool_path};
 pub use pki::{make_csr, make_csr_with_key};
+pub use proxy::TcpProxy;
 pub use sim::Sim;
 pub use verify::verify_chain;
 pub use wait::{try_wait_for, wait_for};

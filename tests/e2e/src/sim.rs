@@ -192,6 +192,31 @@ impl Sim {
         Ok(())
     }
 
+    /// Replaces the fault rules (`POST /_sim/faults`, a JSON list of rules); their counters
+    /// start at zero.
+    pub async fn set_faults(&self, rules: &Value) -> Result<()> {
+        let r = self.http.post("/_sim/faults", Some(rules)).await?;
+        if r.status != 200 {
+            bail!("setting faults: {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+
+    /// The active fault rules with their `seen` and `fired` counters (`GET /_sim/faults`).
+    pub async fn faults(&self) -> Result<Vec<Value>> {
+        let v: Value = self.http.get("/_sim/faults").await?.json()?;
+        Ok(v["rules"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Removes every fault rule (`DELETE /_sim/faults`).
+    pub async fn clear_faults(&self) -> Result<()> {
+        let r = self.http.request("DELETE", "/_sim/faults", None).await?;
+        if r.status != 200 {
+            bail!("clearing faults: {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+
     /// POST to an admin path (e.g. `/_sim/enrollments/ID/issue`) and return the raw response.
     pub async fn admin_post(&self, path: &str, body: Option<&Value>) -> Result<Response> {
         self.http.post(path, body).await

@@ -498,13 +498,13 @@ pub fn enroll(state: &AppState, body: &[u8], identity: &Identity) -> Answer {
     let extra_sans = check_sans(&req)?;
 
     let disposition = match target.mode {
-        Mode::Issue => DISPOSITION_ISSUED,
+        m if m.issues() => DISPOSITION_ISSUED,
         Mode::Pending => DISPOSITION_PENDING,
         Mode::ExternalValidation => DISPOSITION_EXTERNAL,
         Mode::Deny => DISPOSITION_DENIED,
-        Mode::Fail400 => DISPOSITION_FAILED,
+        _ => DISPOSITION_FAILED,
     };
-    let issued = if target.mode == Mode::Issue {
+    let issued = if target.mode.issues() {
         Some(
             state
                 .pki
@@ -555,7 +555,45 @@ pub fn enroll(state: &AppState, body: &[u8], identity: &Identity) -> Answer {
             ),
         ));
     }
-    ok(&response_for(state, &record))
+    malformed(state, target.mode, response_for(state, &record))
+}
+
+/// The answer of the malformed modes (`missing-fields`, `empty-certificates`, `broken-chain`,
+/// `reordered-chain`); other modes unchanged.
+fn malformed(state: &AppState, mode: Mode, mut resp: EnrollmentResponse) -> Answer {
+    let info = &mut resp.certificate_information;
+    let leaf = info.certificates.first().cloned().unwrap_or_default();
+    match mode {
+        Mode::EmptyCertificates => info.certificates.clear(),
+        Mode::BrokenChain => info.certificates = vec![leaf, state.pki.root_pem.clone()],
+        Mode::ReorderedChain => {
+            info.certificates = vec![
+                state.pki.root_pem.clone(),
+                leaf,
+                state.pki.issuing_pem.clone(),
+            ]
+        }
+        Mode::MissingFields => {
+            let mut v = serde_json::to_value(&resp)
+                .map_err(|e| ApiError::internal(format!("encoding the answer: {e}")))?;
+            if let Some(info) = v
+                .get_mut("CertificateInformation")
+                .and_then(Value::as_object_mut)
+            {
+                for k in [
+                    "Certificates",
+                    "KeyfactorRequestId",
+                    "RequestDisposition",
+                    "DispositionMessage",
+                ] {
+                    info.remove(k);
+                }
+            }
+            return ok(&v);
+        }
+        _ => {}
+    }
+    ok(&resp)
 }
 
 /// Outcome of an admin release of a held request.
