@@ -19,6 +19,7 @@ use std::sync::Arc;
 /// Owns the apiserver writes of status and Events.
 pub struct StatusWriter {
     client: Client,
+    reporter: Reporter,
     recorder: Recorder,
     metrics: Arc<Metrics>,
     leading: Arc<AtomicBool>,
@@ -37,7 +38,8 @@ impl StatusWriter {
             instance: Some(instance),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             metrics,
             leading,
@@ -97,7 +99,12 @@ impl Handler<WriteRequestStatus> for StatusWriter {
             return Box::pin(async { Err("not the leader: status not written".to_string()) });
         }
         let client = self.client.clone();
-        let recorder = self.recorder.clone();
+        // A recorder per write: kube's Recorder keeps every Event it publishes for 6 minutes to
+        // turn a repeat into a series, keyed by the regarding object including its
+        // resourceVersion. A request's Events follow its status changes, each on a newer
+        // resourceVersion, so a shared cache (practically) never hit and only held thousands of
+        // Events in memory under load (issue #6).
+        let recorder = Recorder::new(client.clone(), self.reporter.clone());
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let cr: &CertificateRequest = &msg.cr;

@@ -197,7 +197,10 @@ impl StreamHandler<Result<Event<CertificateRequest>, watcher::Error>> for Reques
         _: &mut Context<Self>,
     ) {
         match item {
-            Ok(Event::Apply(cr)) | Ok(Event::InitApply(cr)) => {
+            Ok(Event::Apply(mut cr)) | Ok(Event::InitApply(mut cr)) => {
+                // Nothing downstream reads managedFields, and as JSON trees they are the bulk
+                // of a queued request's memory (issue #6: 5000 approved at once).
+                cr.metadata.managed_fields = None;
                 let g = gate(&cr, self.check_approval);
                 if matches!(g, Gate::NotOurs | Gate::Final | Gate::AwaitingApproval) {
                     return;
