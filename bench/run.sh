@@ -4,7 +4,7 @@
 #   bash bench/run.sh            full matrix: N=100,1000,5000 × L=0,500 ms, references (a) (b) (b')
 #   bash bench/run.sh --quick    N=100 only (report in target/bench/benchmarks-quick.md)
 #   bash bench/run.sh --plan     print the runs and their estimated duration, run nothing
-# Other flags: --sizes 100,1000 --latencies 0,500 --concurrency 16 --window-secs 20
+# Other flags: --sizes 100,1000 --latencies 0,500 --concurrency 32 --window-secs 20
 #   --idle-secs 10 --runs ours,a,b,b2 --out FILE (see `--help`).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)

@@ -35,11 +35,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub latencies: Option<Vec<u64>>,
     /// --concurrency of our controller, and of the plain client of reference (b).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// Extra runs of ours at these --concurrency values, at every L > 0 (how far concurrency
     /// alone takes the L=500 ms target); empty to skip.
-    #[arg(long, value_delimiter = ',', default_value = "64")]
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
     pub also_concurrency: Vec<usize>,
     /// Creations and approvals the driver keeps in flight.
     #[arg(long, default_value_t = 32)]

@@ -382,7 +382,7 @@ if d:
     check(c["image"] == "keyfactor/command-cert-manager-issuer:0.1.0", f"{name}: image defaults to chart version (got {c['image']})")
     check(c["imagePullPolicy"] == "IfNotPresent", f"{name}: pullPolicy")
     check(c["command"] == ["/command-issuer"], f"{name}: command")
-    check(c["args"] == BASE_ARGS + ["--log-format=json", "--log-level=info", "--concurrency=16"], f"{name}: args exact (got {c['args']})")
+    check(c["args"] == BASE_ARGS + ["--log-format=json", "--log-level=info", "--concurrency=32"], f"{name}: args exact (got {c['args']})")
     check(c["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": 8081}, "initialDelaySeconds": 15, "periodSeconds": 20}, f"{name}: liveness probe")
     check(c["readinessProbe"] == {"httpGet": {"path": "/readyz", "port": 8081}, "initialDelaySeconds": 5, "periodSeconds": 10}, f"{name}: readiness probe")
     check("env" not in c and "resources" not in c, f"{name}: no env/resources by default")
@@ -529,7 +529,7 @@ check_objects(name, objs, expected_objects(FULL, sa=FULL, service_monitor=True))
 check_metrics_exposed(name, objs, FULL, 8080)
 d, pod, c = deployment(name, objs, FULL)
 if d:
-    check(c["args"] == base_args(":8080") + ["--log-format=json", "--log-level=info", "--concurrency=16"],
+    check(c["args"] == base_args(":8080") + ["--log-format=json", "--log-level=info", "--concurrency=32"],
           f"{name}: args exact (got {c['args']})")
 
 name = "svc-only"
