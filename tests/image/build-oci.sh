@@ -275,11 +275,18 @@ check "the controller starts as 65532 and stops with the in-cluster config error
 # ---------------------------------------------------------------------------------------------
 step "checks: image/Dockerfile and reproducibility"
 dockerfile_context_ok() { # the files image/Dockerfile COPYs load as a workspace with --locked
-    local ctx=$WORK/docker-context
-    mkdir -p "$ctx/tests"
-    cp Cargo.toml Cargo.lock "$ctx/" && cp -r src actors "$ctx/" \
-        && cp -r tests/command-sim tests/e2e "$ctx/tests/" || return 1
-    rm -rf "$ctx/tests/command-sim/target" "$ctx/tests/e2e/target"
+    local ctx=$WORK/docker-context srcs dest
+    mkdir -p "$ctx"
+    # Exactly the build stage's COPY lines (not COPY --from), read from the Dockerfile itself.
+    while read -r -a words; do
+        srcs=("${words[@]:1:${#words[@]}-2}") dest=${words[-1]}
+        if [[ $dest == */ ]]; then
+            mkdir -p "$ctx/$dest" && cp -r "${srcs[@]}" "$ctx/$dest" || return 1
+        else
+            mkdir -p "$(dirname "$ctx/$dest")" && cp -r "${srcs[@]}" "$ctx/$dest" || return 1
+        fi
+    done < <(grep -E '^COPY ' image/Dockerfile | grep -v -- '--from')
+    find "$ctx" -name target -type d -prune -exec rm -rf {} +
     (cd "$ctx" && cargo metadata --locked --format-version 1 \
         --filter-platform "$(rustc -vV | sed -n 's/^host: //p')" >"$WORK/ctx-meta.json") || return 1
     jq -e '.packages[] | select(.name == "command-issuer-actors")' "$WORK/ctx-meta.json" >/dev/null
