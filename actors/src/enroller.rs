@@ -312,17 +312,7 @@ impl Enroller {
             t.state = State::Waiting;
             t.issuer = None;
             t.cr = None;
-            let k = key.clone();
-            t.timer = Some(ctx.run_later(after, move |act, ctx| {
-                if let Some(t) = act.tracked.get_mut(&k) {
-                    if t.state == State::Waiting {
-                        t.state = State::Queued;
-                        t.timer = None;
-                        act.queue.push_back(k);
-                        act.pump(ctx);
-                    }
-                }
-            }));
+            t.timer = Some(requeue_later(ctx, key, after, State::Waiting));
             self.pump(ctx);
             return;
         }
@@ -332,20 +322,8 @@ impl Enroller {
             // Poll Command for it later; re-read the request then (its annotation is new).
             t.state = State::Held;
             t.cr = None;
-            let k = key.clone();
-            t.timer = Some(ctx.run_later(
-                self.deps.settings.pending_poll_interval,
-                move |act, ctx| {
-                    if let Some(t) = act.tracked.get_mut(&k) {
-                        if t.state == State::Held {
-                            t.state = State::Queued;
-                            t.timer = None;
-                            act.queue.push_back(k);
-                            act.pump(ctx);
-                        }
-                    }
-                },
-            ));
+            let poll = self.deps.settings.pending_poll_interval;
+            t.timer = Some(requeue_later(ctx, key, poll, State::Held));
             self.pump(ctx);
             return;
         }
@@ -385,21 +363,31 @@ impl Enroller {
                     debug!(request = %key, retry_after_secs = after.as_secs_f64(), delay_secs = delay.as_secs_f64(), "Command asked to retry later");
                 }
                 t.attempts = t.attempts.saturating_add(1);
-                let k = key.clone();
-                t.timer = Some(ctx.run_later(delay, move |act, ctx| {
-                    if let Some(t) = act.tracked.get_mut(&k) {
-                        if t.state == State::Waiting {
-                            t.state = State::Queued;
-                            t.timer = None;
-                            act.queue.push_back(k);
-                            act.pump(ctx);
-                        }
-                    }
-                }));
+                t.timer = Some(requeue_later(ctx, key.clone(), delay, State::Waiting));
             }
         }
         self.pump(ctx);
     }
+}
+
+/// Puts `key` back in the queue after `delay` if it is still in state `from` by then (a
+/// Forget or an IssuerReady wake-up may have moved it meanwhile).
+fn requeue_later(
+    ctx: &mut Context<Enroller>,
+    key: CrKey,
+    delay: Duration,
+    from: State,
+) -> SpawnHandle {
+    ctx.run_later(delay, move |act, ctx| {
+        if let Some(t) = act.tracked.get_mut(&key) {
+            if t.state == from {
+                t.state = State::Queued;
+                t.timer = None;
+                act.queue.push_back(key);
+                act.pump(ctx);
+            }
+        }
+    })
 }
 
 /// One attempt at one request: read, decide, resolve, call Command, write status.

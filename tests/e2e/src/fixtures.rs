@@ -180,3 +180,26 @@ pub async fn wait_event(
     )
     .await
 }
+
+/// The core fields of `docs/examples/issuer.yaml` pointed at `hostname`, with `overrides` applied
+/// (a null removes the field), so table tests state only what each case changes.
+pub fn issuer_spec(hostname: &str, overrides: serde_json::Value) -> serde_json::Value {
+    let mut base = json!({
+        "hostname": hostname,
+        "commandSecretName": "command-secret",
+        "caSecretName": "command-ca-secret",
+        "caBundleKey": "ca.crt",
+        "certificateTemplate": "WebServer1y",
+        "certificateAuthorityLogicalName": "Sub-CA",
+    });
+    if let (Some(b), Some(o)) = (base.as_object_mut(), overrides.as_object()) {
+        for (k, v) in o {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    base
+}

@@ -88,24 +88,7 @@ struct Hosts {
 }
 
 fn spec(host: &str, changes: Value) -> Value {
-    let mut base = json!({
-        "hostname": host,
-        "commandSecretName": "command-secret",
-        "caSecretName": "command-ca-secret",
-        "caBundleKey": "ca.crt",
-        "certificateTemplate": "WebServer1y",
-        "certificateAuthorityLogicalName": "Sub-CA",
-    });
-    if let (Some(b), Some(c)) = (base.as_object_mut(), changes.as_object()) {
-        for (k, v) in c {
-            if v.is_null() {
-                b.remove(k);
-            } else {
-                b.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    base
+    command_issuer_e2e::fixtures::issuer_spec(host, changes)
 }
 
 static CASES: &[Case] = &[

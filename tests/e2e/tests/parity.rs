@@ -58,24 +58,7 @@ async fn secret(client: &Client, name: &str, type_: &str, data: &[(&str, &str)])
 }
 
 fn spec(sim: &Sim, overrides: Value) -> Value {
-    let mut base = json!({
-        "hostname": sim.host_port(),
-        "commandSecretName": "command-secret",
-        "caSecretName": "command-ca-secret",
-        "caBundleKey": "ca.crt",
-        "certificateTemplate": "WebServer1y",
-        "certificateAuthorityLogicalName": "Sub-CA",
-    });
-    if let (Some(b), Some(o)) = (base.as_object_mut(), overrides.as_object()) {
-        for (k, v) in o {
-            if v.is_null() {
-                b.remove(k);
-            } else {
-                b.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    base
+    command_issuer_e2e::fixtures::issuer_spec(&sim.host_port(), overrides)
 }
 
 async fn create_issuer(client: &Client, name: &str, spec: Value) -> Result<()> {
