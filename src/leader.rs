@@ -12,6 +12,10 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How often candidates and the leader look at the lease.
 pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// Longest validity honoured from a lease, whatever `leaseDurationSeconds` says: a huge value
+/// (i32::MAX ≈ 68 years) written by a buggy or hostile client must not block every candidate
+/// for good once its holder is gone; any live holder renews far more often than this.
+pub const MAX_LEASE_DURATION: Duration = Duration::from_secs(3600);
 
 /// The lease fields an election reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +24,7 @@ pub struct LeaseView {
     pub holder: Option<String>,
     /// Last renewal.
     pub renewed: Option<Timestamp>,
-    /// Validity in seconds.
+    /// Validity in seconds as written; below 1 counts as 1, above [`MAX_LEASE_DURATION`] as that.
     pub duration_secs: i32,
 }
 
@@ -47,12 +51,9 @@ pub fn elect(lease: Option<&LeaseView>, me: &str, now: Timestamp) -> Election {
         None => Election::Acquire,
         Some(h) if h == me => Election::Renew,
         Some(h) => {
-            let valid_until = l.renewed.and_then(|r| {
-                r.checked_add(jiff::SignedDuration::from_secs(i64::from(
-                    l.duration_secs.max(1),
-                )))
-                .ok()
-            });
+            let valid_until = l
+                .renewed
+                .and_then(|r| r.checked_add(lease_validity(l.duration_secs)).ok());
             match valid_until {
                 Some(t) if t > now => Election::Follow {
                     holder: h.to_string(),
@@ -61,6 +62,19 @@ pub fn elect(lease: Option<&LeaseView>, me: &str, now: Timestamp) -> Election {
             }
         }
     }
+}
+
+/// `leaseDurationSeconds` clamped to `1 s..=MAX_LEASE_DURATION` (negative and zero count as 1 s,
+/// as before), so the renewal time plus it is computed from a bounded value.
+fn lease_validity(duration_secs: i32) -> jiff::SignedDuration {
+    let max = i64::try_from(MAX_LEASE_DURATION.as_secs()).unwrap_or(i64::MAX);
+    jiff::SignedDuration::from_secs(i64::from(duration_secs).clamp(1, max))
+}
+
+/// `leaseTransitions` after this write: one more on a takeover of an existing lease, saturating
+/// at i32::MAX so a hostile or corrupt count in the Lease cannot overflow.
+pub fn next_lease_transitions(previous: Option<i32>, took_over: bool) -> i32 {
+    previous.unwrap_or(0).saturating_add(i32::from(took_over))
 }
 
 /// True while a leader may keep writing: its last successful renewal is within the deadline.
@@ -102,5 +116,70 @@ mod tests {
             now.checked_sub(Duration::from_secs(11)),
             now
         ));
+    }
+
+    fn lease(duration_secs: i32, renewed: Option<Timestamp>) -> LeaseView {
+        LeaseView {
+            holder: Some("b".into()),
+            renewed,
+            duration_secs,
+        }
+    }
+
+    #[test]
+    fn negative_and_zero_lease_durations_count_as_one_second() {
+        let now = Timestamp::now();
+        let two_ago = Some(now - jiff::SignedDuration::from_secs(2));
+        for d in [i32::MIN, -1, 0] {
+            assert_eq!(
+                elect(Some(&lease(d, two_ago)), "a", now),
+                Election::Acquire,
+                "{d}"
+            );
+            assert_eq!(
+                elect(Some(&lease(d, Some(now))), "a", now),
+                Election::Follow { holder: "b".into() },
+                "{d}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_lease_duration_is_honoured_for_an_hour_only() {
+        let now = Timestamp::now();
+        let ago = |s| Some(now - jiff::SignedDuration::from_secs(s));
+        // A holder gone for 2 h with a 68-year lease: taken over (followed for ever before).
+        assert_eq!(
+            elect(Some(&lease(i32::MAX, ago(7200))), "a", now),
+            Election::Acquire
+        );
+        // Within the hour it is still respected.
+        assert_eq!(
+            elect(Some(&lease(i32::MAX, ago(60))), "a", now),
+            Election::Follow { holder: "b".into() }
+        );
+    }
+
+    #[test]
+    fn renewal_time_at_the_end_of_time_does_not_panic() {
+        let now = Timestamp::now();
+        // Timestamp::MAX + duration overflows: treated as no valid lease.
+        assert_eq!(
+            elect(Some(&lease(i32::MAX, Some(Timestamp::MAX))), "a", now),
+            Election::Acquire
+        );
+        assert_eq!(
+            elect(Some(&lease(i32::MIN, Some(Timestamp::MIN))), "a", now),
+            Election::Acquire
+        );
+    }
+
+    #[test]
+    fn lease_transitions_saturate() {
+        assert_eq!(next_lease_transitions(None, false), 0);
+        assert_eq!(next_lease_transitions(None, true), 1);
+        assert_eq!(next_lease_transitions(Some(4), true), 5);
+        assert_eq!(next_lease_transitions(Some(i32::MAX), true), i32::MAX);
+        assert_eq!(next_lease_transitions(Some(i32::MIN), false), i32::MIN);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod command;
 pub mod conditions;
 pub mod config;

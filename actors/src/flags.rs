@@ -101,6 +101,26 @@ pub struct Flags {
     /// Timeout of one Command HTTP call (Go duration).
     #[arg(long, default_value = "30s")]
     pub command_timeout: String,
+    /// Enrollments in flight for one issuer, within --concurrency: a slow Command keeps the
+    /// rest of the slots free for other issuers (slots go round-robin to issuers with work).
+    #[arg(long, default_value_t = 24)]
+    pub per_issuer_concurrency: usize,
+    /// Follow-up polls of held requests in flight at once; they never take enrollment slots.
+    #[arg(long, default_value_t = 4)]
+    pub pending_poll_concurrency: usize,
+    /// Test only: this core actor panics on its first message (proves a panic ends the process).
+    #[arg(long, hide = true, value_enum)]
+    pub debug_panic_in: Option<CoreActor>,
+    /// Test only: this core actor blocks its thread on its first message (proves /healthz fails).
+    #[arg(long, hide = true, value_enum)]
+    pub debug_stall_in: Option<CoreActor>,
+}
+
+/// Core actors a test can break on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CoreActor {
+    /// The enroller, on its first request.
+    Enroller,
 }
 
 /// Why the flags cannot start a controller.
@@ -127,6 +147,12 @@ pub enum FlagError {
     /// --concurrency 0.
     #[error("--concurrency must be at least 1")]
     Concurrency,
+    /// --per-issuer-concurrency 0.
+    #[error("--per-issuer-concurrency must be at least 1")]
+    PerIssuerConcurrency,
+    /// --pending-poll-concurrency 0.
+    #[error("--pending-poll-concurrency must be at least 1")]
+    PollConcurrency,
 }
 
 impl Flags {
@@ -170,6 +196,14 @@ pub struct Settings {
     pub max_retry_duration: Duration,
     /// Follow-up period of held requests.
     pub pending_poll_interval: Duration,
+    /// Enrollments in flight per issuer (never above `concurrency`).
+    pub per_issuer_concurrency: usize,
+    /// Held-request polls in flight.
+    pub pending_poll_concurrency: usize,
+    /// Test only: the core actor that panics on purpose.
+    pub debug_panic_in: Option<CoreActor>,
+    /// Test only: the core actor that stalls on purpose.
+    pub debug_stall_in: Option<CoreActor>,
 }
 
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -201,6 +235,12 @@ impl Flags {
         if self.concurrency == 0 {
             return Err(FlagError::Concurrency);
         }
+        if self.per_issuer_concurrency == 0 {
+            return Err(FlagError::PerIssuerConcurrency);
+        }
+        if self.pending_poll_concurrency == 0 {
+            return Err(FlagError::PollConcurrency);
+        }
         Ok(Settings {
             default_health_interval: interval,
             cluster_resource_namespace: ns,
@@ -211,6 +251,10 @@ impl Flags {
             command_timeout,
             max_retry_duration,
             pending_poll_interval,
+            per_issuer_concurrency: self.per_issuer_concurrency.min(self.concurrency),
+            pending_poll_concurrency: self.pending_poll_concurrency,
+            debug_panic_in: self.debug_panic_in,
+            debug_stall_in: self.debug_stall_in,
         })
     }
 }
@@ -234,6 +278,22 @@ mod tests {
         let s = f.settings().unwrap();
         assert_eq!(s.default_health_interval, Duration::from_secs(600));
         assert!(s.check_approval);
+        assert_eq!((s.concurrency, s.per_issuer_concurrency), (32, 24));
+        assert_eq!(s.pending_poll_concurrency, 4);
+        assert_eq!(s.debug_panic_in, None);
+        let s = flags(&["--cluster-resource-namespace", "x", "--concurrency", "8"])
+            .settings()
+            .unwrap();
+        assert_eq!(s.per_issuer_concurrency, 8, "never above --concurrency");
+        let e = flags(&[
+            "--cluster-resource-namespace",
+            "x",
+            "--per-issuer-concurrency",
+            "0",
+        ])
+        .settings()
+        .unwrap_err();
+        assert_eq!(e.to_string(), "--per-issuer-concurrency must be at least 1");
     }
 
     #[test]

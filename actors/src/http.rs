@@ -1,14 +1,47 @@
-//! The probe and metrics listeners: `/healthz` (process alive), `/readyz` (watches synced,
-//! leader or standby), `/metrics` (Prometheus text).
+//! The probe and metrics listeners: `/healthz` (the core actors answer a ping), `/readyz`
+//! (watches synced, leader or standby), `/metrics` (Prometheus text). They run on their own
+//! threads, so a stalled actor thread makes `/healthz` fail instead of hang.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix::Recipient;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use command_issuer::metrics::Metrics;
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::messages::Ping;
+
+/// How long a core actor may take to answer a liveness ping before `/healthz` fails.
+pub const PING_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The core actors `/healthz` pings: if one is dead or its thread is stuck, the process is
+/// not alive whatever else still answers.
+#[derive(Default, Clone)]
+pub struct Liveness {
+    /// (name, mailbox) of each core actor.
+    pub actors: Vec<(&'static str, Recipient<Ping>)>,
+}
+
+impl Liveness {
+    /// Names of the core actors that did not answer within [`PING_DEADLINE`].
+    pub async fn dead(&self) -> Vec<&'static str> {
+        let pings = self.actors.iter().map(|(name, r)| async move {
+            match tokio::time::timeout(PING_DEADLINE, r.send(Ping)).await {
+                Ok(Ok(())) => None,
+                _ => Some(*name),
+            }
+        });
+        futures::future::join_all(pings)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
 
 /// What `/readyz` reports: each watch has delivered its first full list.
 #[derive(Default, Debug)]
@@ -51,8 +84,15 @@ pub fn parse_bind(addr: &str) -> anyhow::Result<Option<SocketAddr>> {
         .with_context(|| format!("invalid listen address {addr:?}"))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
+async fn healthz(l: web::Data<Arc<Liveness>>) -> HttpResponse {
+    let dead = l.dead().await;
+    if dead.is_empty() {
+        return HttpResponse::Ok().content_type("text/plain").body("ok");
+    }
+    warn!(actors = ?dead, "liveness check failed: core actors do not answer");
+    HttpResponse::ServiceUnavailable()
+        .content_type("text/plain")
+        .body(format!("not alive: {}", dead.join(", ")))
 }
 
 async fn readyz(r: web::Data<Arc<Readiness>>) -> HttpResponse {
@@ -80,6 +120,7 @@ pub fn start(
     probe_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     readiness: Arc<Readiness>,
+    liveness: Arc<Liveness>,
     metrics_state: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     if let Some(addr) = probe_addr {
@@ -87,6 +128,7 @@ pub fn start(
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(r.clone()))
+                .app_data(web::Data::new(liveness.clone()))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
         })

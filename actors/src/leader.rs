@@ -1,5 +1,6 @@
-//! Leader-election actor: holds or watches the Lease; only the holder writes (design: standbys
-//! watch but never write, a leader that cannot renew stops writing at once).
+//! Leader-election actor: holds or watches the Lease; only the holder writes. Standbys watch
+//! but never write; a leader that cannot renew within the renew deadline stops writing, and
+//! every read-and-renew is abandoned after a deadline so a hung call cannot stop the loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,7 +8,8 @@ use std::time::Instant;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Recipient, WrapFuture};
 use command_issuer::leader::{
-    elect, still_leading, Election, LeaseView, LEASE_DURATION, LEASE_NAME, RETRY_PERIOD,
+    elect, next_lease_transitions, still_leading, Election, LeaseView, LEASE_DURATION, LEASE_NAME,
+    RETRY_PERIOD,
 };
 use command_issuer::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -16,7 +18,8 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use crate::messages::LeadershipChanged;
+use crate::apiserver::LEASE_CALL_DEADLINE;
+use crate::messages::{LeadershipChanged, Ping};
 
 /// One candidate for the lease.
 pub struct LeaderElector {
@@ -78,7 +81,14 @@ impl LeaderElector {
         self.busy = true;
         let api = self.api.clone();
         let me = self.identity.clone();
-        let fut = async move { try_lead(&api, &me).await };
+        let fut = async move {
+            match tokio::time::timeout(LEASE_CALL_DEADLINE, try_lead(&api, &me)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "the apiserver did not answer the lease read or renew within {LEASE_CALL_DEADLINE:?}"
+                )),
+            }
+        };
         ctx.spawn(fut.into_actor(self).map(|res, act, _| {
             act.busy = false;
             match res {
@@ -118,8 +128,10 @@ async fn try_lead(api: &Api<Lease>, me: &str) -> Result<Option<String>, kube::Er
         .as_ref()
         .and_then(|l| l.spec.clone())
         .unwrap_or_default();
-    let transitions = prev.lease_transitions.unwrap_or(0)
-        + i32::from(decision == Election::Acquire && current.is_some());
+    let transitions = next_lease_transitions(
+        prev.lease_transitions,
+        decision == Election::Acquire && current.is_some(),
+    );
     let spec = LeaseSpec {
         holder_identity: Some(me.to_string()),
         lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
@@ -151,6 +163,11 @@ async fn try_lead(api: &Api<Lease>, me: &str) -> Result<Option<String>, kube::Er
         }
     }
     Ok(None)
+}
+
+impl actix::Handler<Ping> for LeaderElector {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
 }
 
 impl Actor for LeaderElector {

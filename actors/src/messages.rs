@@ -1,12 +1,10 @@
-//! Every typed message that crosses between actors; the arrows of design.md §1.
+//! Every typed message that crosses between actors, and the identities they carry.
 
 use std::fmt;
 use std::sync::Arc;
 
 use actix::Message;
-use command_issuer::api::{
-    CertificateRequest, CertificateRequestCondition, IssuerCondition, IssuerKind, IssuerSpec,
-};
+use command_issuer::api::{CertificateRequest, IssuerCondition, IssuerKind, IssuerSpec};
 use command_issuer::config::{ConnectionConfig, Credentials};
 use command_issuer::request::CrOutcome;
 use secrecy::SecretString;
@@ -20,6 +18,17 @@ pub struct IssuerKey {
     pub namespace: Option<String>,
     /// Name.
     pub name: String,
+}
+
+impl IssuerKey {
+    /// Its metric labels (kind, namespace, name).
+    pub fn labels(&self) -> command_issuer::metrics::IssuerLabels {
+        command_issuer::metrics::IssuerLabels {
+            kind: self.kind.to_string(),
+            namespace: self.namespace.clone().unwrap_or_default(),
+            name: self.name.clone(),
+        }
+    }
 }
 
 impl fmt::Display for IssuerKey {
@@ -52,6 +61,8 @@ impl fmt::Display for CrKey {
 pub struct IssuerUpserted {
     /// Which issuer.
     pub key: IssuerKey,
+    /// metadata.uid: a re-created issuer (same name, new uid) gets fresh actors.
+    pub uid: String,
     /// Its spec.
     pub spec: IssuerSpec,
     /// metadata.generation, to spot spec changes.
@@ -116,6 +127,8 @@ pub struct LeadershipChanged {
 pub struct IssuerHealth {
     /// Which issuer.
     pub key: IssuerKey,
+    /// The uid the probe was started for: a report of a deleted issuer's probe is ignored.
+    pub uid: String,
     /// Ready to sign.
     pub ready: bool,
     /// SupportsMetadata=True.
@@ -153,6 +166,38 @@ pub struct GetAuthorization {
 #[rtype(result = "()")]
 pub struct InvalidateToken;
 
+/// Registry → per-issuer actors: the issuer is gone or was re-created; stop now.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Liveness probe → core actor: answer if your mailbox is being served.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+/// One issuer's auth actor, as its users see it: they only send to it.
+#[derive(Clone)]
+pub struct AuthHandle {
+    /// Ask for an Authorization header.
+    pub get: actix::Recipient<GetAuthorization>,
+    /// Drop the cached token after a 401.
+    pub invalidate: actix::Recipient<InvalidateToken>,
+}
+
+impl AuthHandle {
+    /// An Authorization header, or why there is none.
+    pub async fn header(&self, op_id: Option<&str>) -> Result<SecretString, String> {
+        let msg = GetAuthorization {
+            op_id: op_id.map(str::to_string),
+        };
+        match self.get.send(msg).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("auth actor unavailable: {e}")),
+        }
+    }
+}
+
 /// What the enroller needs from the registry to sign with one issuer.
 #[derive(Clone)]
 pub struct IssuerSnapshot {
@@ -165,7 +210,7 @@ pub struct IssuerSnapshot {
     /// Where Command is.
     pub connection: Arc<ConnectionConfig>,
     /// Its auth actor.
-    pub auth: actix::Addr<crate::auth::AuthActor>,
+    pub auth: AuthHandle,
 }
 
 /// Why the registry cannot hand out an issuer.
@@ -183,6 +228,14 @@ pub enum ResolveError {
 #[derive(Message)]
 #[rtype(result = "Result<IssuerSnapshot, ResolveError>")]
 pub struct ResolveIssuer {
+    /// Which issuer.
+    pub key: IssuerKey,
+}
+
+/// Registry → enroller: an issuer was deleted or re-created; drop what was built for it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct IssuerGone {
     /// Which issuer.
     pub key: IssuerKey,
 }
@@ -239,13 +292,4 @@ pub struct WriteIssuerStatus {
     pub ready: bool,
     /// Ready message.
     pub message: String,
-}
-
-/// The Ready condition of a request, if any.
-pub fn ready_condition(cr: &CertificateRequest) -> Option<&CertificateRequestCondition> {
-    cr.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
 }

@@ -1,6 +1,8 @@
 //! Status writer: the one place that patches status (server-side apply) and publishes Events.
 
 use actix::{Actor, Context, Handler, ResponseFuture};
+
+use crate::apiserver::{bounded, CALL_DEADLINE};
 use command_issuer::api::{CertificateRequest, ClusterIssuer, Issuer, IssuerKind};
 use command_issuer::request::{status_apply, CrOutcome, REQUEST_ID_ANNOTATION};
 use command_issuer::FIELD_MANAGER;
@@ -11,7 +13,7 @@ use kube::{Api, Client, Resource};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::messages::{ready_condition, WriteIssuerStatus, WriteRequestStatus};
+use crate::messages::{Ping, WriteIssuerStatus, WriteRequestStatus};
 use command_issuer::metrics::{Metrics, OutcomeLabels};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +56,11 @@ impl Actor for StatusWriter {
     }
 }
 
+impl Handler<Ping> for StatusWriter {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
+}
+
 fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .round(jiff::Unit::Second)
@@ -76,7 +83,8 @@ async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&ev, reference).await {
+    let published = bounded("an Event", CALL_DEADLINE, recorder.publish(&ev, reference)).await;
+    if let Err(e) = published {
         warn!(error = %e, reason, "failed to publish Event");
     }
 }
@@ -110,7 +118,7 @@ impl Handler<WriteRequestStatus> for StatusWriter {
             let cr: &CertificateRequest = &msg.cr;
             let ns = cr.metadata.namespace.clone().unwrap_or_default();
             let name = cr.metadata.name.clone().unwrap_or_default();
-            let previous = ready_condition(cr).cloned();
+            let previous = cr.condition("Ready").cloned();
             let failure_time_set = cr.status.as_ref().is_some_and(|s| s.failure_time.is_some());
             let body = status_apply(
                 &name,
@@ -124,7 +132,9 @@ impl Handler<WriteRequestStatus> for StatusWriter {
             if let CrOutcome::Held { request_id, .. } = &msg.outcome {
                 // Recorded before the status, so a crash in between still never re-enrolls.
                 let patch = serde_json::json!({"metadata": {"annotations": {REQUEST_ID_ANNOTATION: request_id.to_string()}}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+                let call = api.patch(&name, &pp, &patch);
+                bounded("the request-id patch", CALL_DEADLINE, call)
                     .await
                     .map_err(|e| {
                         format!(
@@ -132,13 +142,12 @@ impl Handler<WriteRequestStatus> for StatusWriter {
                         )
                     })?;
             }
-            api.patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(|e| format!("patching status of CertificateRequest {ns}/{name}: {e}"))?;
+            let pp = PatchParams::apply(FIELD_MANAGER).force();
+            let apply = Patch::Apply(&body);
+            let call = api.patch_status(&name, &pp, &apply);
+            bounded("the request status patch", CALL_DEADLINE, call)
+                .await
+                .map_err(|e| format!("patching status of CertificateRequest {ns}/{name}: {e}"))?;
             let reason = msg.outcome.reason();
             let message = msg.outcome.message();
             info!(op_id = %msg.op_id, request = %format!("{ns}/{name}"), reason, detail = %message, "status patched");
@@ -167,13 +176,7 @@ impl Handler<WriteRequestStatus> for StatusWriter {
                     CrOutcome::Issued { .. } => EventType::Normal,
                     _ => EventType::Warning,
                 };
-                let note = match &msg.outcome {
-                    CrOutcome::Issued { request_id, .. } => format!(
-                        "Certificate issued by Command (request id {request_id}) [op {}]",
-                        msg.op_id
-                    ),
-                    _ => format!("{message} [op {}]", msg.op_id),
-                };
+                let note = msg.outcome.event_note(&msg.op_id);
                 publish(&recorder, &cr.object_ref(&()), type_, reason, note, "Sign").await;
             }
             Ok(())
@@ -201,13 +204,17 @@ impl Handler<WriteIssuerStatus> for StatusWriter {
             let reference = match (key.kind, &key.namespace) {
                 (IssuerKind::Issuer, Some(ns)) => {
                     let api: Api<Issuer> = Api::namespaced(client, ns);
-                    api.patch_status(&key.name, &pp, &Patch::Apply(&body))
+                    let apply = Patch::Apply(&body);
+                    let call = api.patch_status(&key.name, &pp, &apply);
+                    bounded("the issuer status patch", CALL_DEADLINE, call)
                         .await
                         .map(|o| o.object_ref(&()))
                 }
                 _ => {
                     let api: Api<ClusterIssuer> = Api::all(client);
-                    api.patch_status(&key.name, &pp, &Patch::Apply(&body))
+                    let apply = Patch::Apply(&body);
+                    let call = api.patch_status(&key.name, &pp, &apply);
+                    bounded("the issuer status patch", CALL_DEADLINE, call)
                         .await
                         .map(|o| o.object_ref(&()))
                 }

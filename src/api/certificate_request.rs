@@ -83,3 +83,14 @@ pub struct CertificateRequestCondition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
 }
+
+impl CertificateRequest {
+    /// The condition of this type, if any: one accessor instead of a search at every call site.
+    pub fn condition(&self, type_: &str) -> Option<&CertificateRequestCondition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}

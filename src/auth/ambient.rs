@@ -26,7 +26,7 @@ use azure_identity::{
 use base64::Engine;
 use secrecy::SecretString;
 
-use super::{urlencode, AuthError, AuthHeader, EXPIRY_MARGIN};
+use super::{urlencode, AuthError, AuthHeader, EXPIRY_MARGIN, MAX_TOKEN_LIFETIME};
 
 /// Budget for one provider's token request (upstream: a 10 s context around `GetToken`).
 pub const AMBIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -271,16 +271,68 @@ impl HttpClient for AuthorityPathClient {
         Self: 'async_trait,
     {
         Box::pin(async move {
-            match prefixed_path(&self.prefix, request.url().path()) {
-                None => self.inner.execute_request(request).await,
+            let response = match prefixed_path(&self.prefix, request.url().path()) {
+                None => self.inner.execute_request(request).await?,
                 Some(path) => {
                     let mut request = request.clone();
                     request.url_mut().set_path(&path);
-                    self.inner.execute_request(&request).await
+                    self.inner.execute_request(&request).await?
                 }
-            }
+            };
+            clamp_token_response(response).await
         })
     }
+}
+
+/// Passes a successful answer on with its lifetimes clamped by [`clamp_entra_lifetimes`];
+/// anything else untouched.
+async fn clamp_token_response(response: AsyncRawResponse) -> azure_core::Result<AsyncRawResponse> {
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let (status, mut headers, body) = response.deconstruct();
+    let bytes = body.collect().await?;
+    Ok(match clamp_entra_lifetimes(&bytes) {
+        Some(clamped) => {
+            headers.insert(
+                azure_core::http::headers::CONTENT_LENGTH,
+                clamped.len().to_string(),
+            );
+            AsyncRawResponse::from_bytes(status, headers, clamped)
+        }
+        None => AsyncRawResponse::from_bytes(status, headers, bytes),
+    })
+}
+
+/// A token answer whose `expires_in` / `ext_expires_in` lie outside `0..=24 h` (or are not
+/// integers) rewritten with them clamped into that range; None when nothing needs clamping.
+/// azure_identity 1.0 computes `now_utc() + Duration::seconds(expires_in)`, which panics for
+/// a lifetime past year 9999 (e.g. `i64::MAX`), so a hostile Entra answer must not reach it
+/// unclamped; a negative lifetime becomes 0 (already expired), a huge one the 24 h cap.
+fn clamp_entra_lifetimes(body: &[u8]) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object_mut()?;
+    let cap = MAX_TOKEN_LIFETIME.as_secs();
+    let mut changed = false;
+    for key in ["expires_in", "ext_expires_in"] {
+        let Some(serde_json::Value::Number(n)) = object.get(key) else {
+            continue;
+        };
+        let clamped = match (n.as_u64(), n.as_f64()) {
+            (Some(secs), _) => secs.min(cap),
+            // Fractional seconds are cut (the f64 → u64 `as` cast saturates, never panics).
+            (None, Some(secs)) if secs > 0.0 => (secs.min(cap as f64)) as u64,
+            _ => 0,
+        };
+        if n.as_u64() != Some(clamped) {
+            object.insert(key.to_string(), clamped.into());
+            changed = true;
+        }
+    }
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&value).ok()
 }
 
 /// An error and its sources on one line, each cause added once; azure_identity's
@@ -387,14 +439,17 @@ fn gce_identity_response(
 fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or_default()
 }
 
-/// `exp` (Unix seconds) as the Instant to refresh at: `exp − EXPIRY_MARGIN`, not before `now`.
+/// `exp` (Unix seconds) as the Instant to refresh at: `exp − EXPIRY_MARGIN`, not before `now`
+/// and at most [`MAX_TOKEN_LIFETIME`] ahead, so a hostile `exp` cannot overflow the Instant.
 fn expiry_from_unix(exp: i64, now: Instant, now_unix: i64) -> Instant {
     let left = u64::try_from(exp.saturating_sub(now_unix)).unwrap_or(0);
-    now + Duration::from_secs(left).saturating_sub(EXPIRY_MARGIN)
+    let left = Duration::from_secs(left).min(MAX_TOKEN_LIFETIME);
+    now.checked_add(left.saturating_sub(EXPIRY_MARGIN))
+        .unwrap_or(now)
 }
 
 /// The payload of a compact JWS, unverified.
@@ -740,5 +795,127 @@ mod tests {
             e.to_string(),
             "failed to obtain ambient credentials: azure err: A. gcp err: B"
         );
+    }
+
+    const CAPPED: Duration = Duration::from_secs(24 * 3600 - 10);
+
+    #[test]
+    fn expiry_of_a_hostile_exp_is_capped_not_a_panic() {
+        // Before the cap, `now + (i64::MAX - now_unix) s` overflowed Instant and panicked.
+        let now = Instant::now();
+        assert_eq!(expiry_from_unix(i64::MAX, now, 1_000), now + CAPPED);
+        assert_eq!(expiry_from_unix(i64::MAX, now, i64::MIN), now + CAPPED);
+        assert_eq!(expiry_from_unix(1 << 62, now, 1_000), now + CAPPED);
+        assert_eq!(expiry_from_unix(i64::MIN, now, 1_000), now);
+        assert_eq!(expiry_from_unix(-5, now, 1_000), now);
+        assert_eq!(expiry_from_unix(i64::MIN, now, i64::MAX), now);
+    }
+
+    #[test]
+    fn gce_token_with_hostile_exp_never_panics() {
+        let now = Instant::now();
+        let answer = |exp: serde_json::Value| {
+            let t = jwt(serde_json::json!({ "aud": "command", "exp": exp }));
+            gce_identity_response(200, t.as_bytes(), now, 10_000)
+        };
+        // i64::MAX: capped at 24 h (panicked before).
+        let h = answer(serde_json::json!(i64::MAX)).unwrap();
+        assert_eq!(h.expires, Some(now + CAPPED));
+        // Negative: already expired, refreshed on the next call.
+        let h = answer(serde_json::json!(-1)).unwrap();
+        assert_eq!(h.expires, Some(now));
+        // 2^63, u64::MAX and 1e300 are no int64 NumericDate (Go's idtoken refuses them too).
+        for exp in [
+            serde_json::json!(9_223_372_036_854_775_808u64),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(1e300),
+            serde_json::json!("99999999999999999999"),
+        ] {
+            let e = answer(exp.clone()).unwrap_err();
+            assert!(e.contains("not a JWT with exp"), "{exp}: {e}");
+        }
+    }
+
+    fn clamped(body: &str) -> Option<serde_json::Value> {
+        clamp_entra_lifetimes(body.as_bytes()).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn entra_lifetimes_are_clamped_before_azure_identity_sees_them() {
+        // i64::MAX reached `now_utc() + Duration::seconds(i64::MAX)` in azure_identity: panic.
+        let v = clamped(&format!(
+            r#"{{"access_token":"a","expires_in":{},"ext_expires_in":{}}}"#,
+            i64::MAX,
+            u64::MAX
+        ))
+        .unwrap();
+        assert_eq!(v["expires_in"], 86_400);
+        assert_eq!(v["ext_expires_in"], 86_400);
+        assert_eq!(v["access_token"], "a");
+        let v = clamped(r#"{"access_token":"a","expires_in":9223372036854775808}"#).unwrap();
+        assert_eq!(v["expires_in"], 86_400);
+        let v = clamped(r#"{"access_token":"a","expires_in":1e300}"#).unwrap();
+        assert_eq!(v["expires_in"], 86_400);
+        let v = clamped(r#"{"access_token":"a","expires_in":-9223372036854775808}"#).unwrap();
+        assert_eq!(v["expires_in"], 0);
+        let v = clamped(r#"{"access_token":"a","expires_in":-1e300}"#).unwrap();
+        assert_eq!(v["expires_in"], 0);
+        let v = clamped(r#"{"access_token":"a","expires_in":3599.9}"#).unwrap();
+        assert_eq!(v["expires_in"], 3599);
+        // Sane or absent lifetimes, strings and non-JSON are passed on byte for byte.
+        assert_eq!(clamped(r#"{"access_token":"a","expires_in":3600}"#), None);
+        assert_eq!(
+            clamped(r#"{"access_token":"a","expires_in":"1e300"}"#),
+            None
+        );
+        assert_eq!(clamped(r#"{"access_token":"a"}"#), None);
+        assert_eq!(clamped("not json"), None);
+        assert_eq!(clamped("[1,2]"), None);
+    }
+
+    #[actix_rt::test]
+    async fn transport_clamps_a_hostile_entra_answer() {
+        use azure_core::http::Method;
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let body = format!(
+                r#"{{"token_type":"Bearer","expires_in":{},"access_token":"x"}}"#,
+                i64::MAX
+            );
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(reply.as_bytes()).unwrap();
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = AuthorityPathClient {
+            inner: reqwest::Client::builder().build().unwrap(),
+            prefix: String::new(),
+        };
+        let url = Url::parse(&format!("http://{addr}/tenant/oauth2/v2.0/token")).unwrap();
+        let response = client
+            .execute_request(&Request::new(url, Method::Post))
+            .await
+            .unwrap()
+            .try_into_raw_response()
+            .await
+            .unwrap();
+        server.join().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(v["expires_in"], 86_400);
+        assert_eq!(v["access_token"], "x");
     }
 }

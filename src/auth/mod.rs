@@ -12,7 +12,7 @@ pub use ambient::{
 pub use basic::{basic_authorization, normalize_username};
 pub use oauth::{
     fetch_client_credentials, parse_token, token_error, token_form, urlencode, AuthStyle,
-    TokenRequest, EXPIRY_MARGIN,
+    TokenRequest, EXPIRY_MARGIN, MAX_TOKEN_LIFETIME,
 };
 
 use std::time::Instant;

@@ -96,23 +96,81 @@ struct TokenResponse {
     expires_in: Option<serde_json::Value>,
 }
 
+/// Longest a token is cached, whatever lifetime the server claims: a hostile or buggy
+/// `expires_in` (2^63, 1e300) cannot pin a token for centuries or overflow an `Instant`.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A token lifetime as the server stated it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Lifetime {
+    /// No `expires_in` (or null): valid until Command refuses it, as Go's oauth2 treats it.
+    Absent,
+    /// Zero, negative, non-finite or unparsable: the server gave no usable lifetime.
+    Unusable,
+    /// A positive lifetime, already capped at [`MAX_TOKEN_LIFETIME`].
+    Valid(Duration),
+}
+
+/// Seconds as text or a JSON number (integer or not) → a capped lifetime; never panics.
+fn lifetime_from_secs(secs: Option<f64>) -> Lifetime {
+    match secs {
+        Some(s) if s.is_finite() && s > 0.0 => {
+            // Compared in f64 first, so no Duration is ever built from an out-of-range value.
+            if s >= MAX_TOKEN_LIFETIME.as_secs_f64() {
+                Lifetime::Valid(MAX_TOKEN_LIFETIME)
+            } else {
+                Lifetime::Valid(Duration::from_secs_f64(s))
+            }
+        }
+        _ => Lifetime::Unusable,
+    }
+}
+
+fn lifetime_of_text(text: &str) -> Lifetime {
+    lifetime_from_secs(text.trim().parse::<f64>().ok())
+}
+
+fn lifetime_of_json(v: serde_json::Value) -> Lifetime {
+    match v {
+        serde_json::Value::Null => Lifetime::Absent,
+        serde_json::Value::Number(n) => lifetime_from_secs(n.as_f64()),
+        serde_json::Value::String(s) => lifetime_of_text(&s),
+        _ => Lifetime::Unusable,
+    }
+}
+
+/// The refresh moment for a lifetime: capped lifetimes minus the margin; an unusable one is
+/// "already expiring" (`now`), so the token serves the call that fetched it and the next call
+/// fetches a new one — safer than caching a token the server said is expired or did not date.
+fn expiry_for(lifetime: Lifetime, now: Instant) -> Option<Instant> {
+    match lifetime {
+        Lifetime::Absent => None,
+        Lifetime::Unusable => Some(now),
+        Lifetime::Valid(d) => Some(
+            now.checked_add(d.saturating_sub(EXPIRY_MARGIN))
+                .unwrap_or(now),
+        ),
+    }
+}
+
 /// Reads a 2xx token response (JSON, or form-encoded as some servers send) into a header that
-/// is valid until `now + expires_in - margin`; `token_type` is normalised to Bearer.
+/// is valid until `now + min(expires_in, 24 h) - margin`; `token_type` is normalised to Bearer.
+/// An `expires_in` that is zero, negative or unparsable makes the header already expiring
+/// (used once, never cached); an absent one leaves it cached until Command answers 401.
 pub fn parse_token(body: &[u8], now: Instant) -> Result<AuthHeader, AuthError> {
-    let (token, expires_in) = match serde_json::from_slice::<TokenResponse>(body) {
+    let (token, lifetime) = match serde_json::from_slice::<TokenResponse>(body) {
         Ok(t) => (
             t.access_token,
-            t.expires_in
-                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())),
+            t.expires_in.map_or(Lifetime::Absent, lifetime_of_json),
         ),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             let mut token = None;
-            let mut exp = None;
+            let mut lifetime = Lifetime::Absent;
             for pair in text.split('&') {
                 match pair.split_once('=') {
                     Some(("access_token", v)) => token = Some(v.to_string()),
-                    Some(("expires_in", v)) => exp = v.parse().ok(),
+                    Some(("expires_in", v)) => lifetime = lifetime_of_text(v),
                     _ => {}
                 }
             }
@@ -120,7 +178,7 @@ pub fn parse_token(body: &[u8], now: Instant) -> Result<AuthHeader, AuthError> {
                 token.ok_or_else(|| {
                     AuthError::Token("oauth2: server response missing access_token".into())
                 })?,
-                exp,
+                lifetime,
             )
         }
     };
@@ -129,12 +187,9 @@ pub fn parse_token(body: &[u8], now: Instant) -> Result<AuthHeader, AuthError> {
             "oauth2: server response missing access_token".into(),
         ));
     }
-    let expires = expires_in
-        .filter(|s| *s > 0)
-        .map(|s| now + Duration::from_secs(s).saturating_sub(EXPIRY_MARGIN));
     Ok(AuthHeader {
         value: SecretString::from(format!("Bearer {token}")),
-        expires,
+        expires: expiry_for(lifetime, now),
     })
 }
 
@@ -252,5 +307,109 @@ mod tests {
         let h = parse_token(b"access_token=u&token_type=bearer&expires_in=60", now).unwrap();
         assert_eq!(h.value.expose_secret(), "Bearer u");
         assert!(parse_token(br#"{"token_type":"bearer"}"#, now).is_err());
+    }
+
+    fn expires_after(body: &str) -> Option<Duration> {
+        let now = Instant::now();
+        parse_token(body.as_bytes(), now)
+            .unwrap()
+            .expires
+            .map(|e| e.duration_since(now))
+    }
+
+    const CAPPED: Option<Duration> = Some(Duration::from_secs(24 * 3600 - 10));
+
+    #[test]
+    fn expires_in_two_to_the_63_is_capped_not_a_panic() {
+        // Before the cap, `now + 2^63 s` overflowed Instant and panicked.
+        let body = r#"{"access_token":"t","expires_in":9223372036854775808}"#;
+        assert_eq!(expires_after(body), CAPPED);
+        let form = "access_token=t&expires_in=9223372036854775808";
+        assert_eq!(expires_after(form), CAPPED);
+    }
+
+    #[test]
+    fn expires_in_u64_max_is_capped() {
+        let body = format!(r#"{{"access_token":"t","expires_in":{}}}"#, u64::MAX);
+        assert_eq!(expires_after(&body), CAPPED);
+        let body = format!(r#"{{"access_token":"t","expires_in":{}}}"#, i64::MAX);
+        assert_eq!(expires_after(&body), CAPPED);
+    }
+
+    #[test]
+    fn expires_in_1e300_is_capped() {
+        assert_eq!(
+            expires_after(r#"{"access_token":"t","expires_in":1e300}"#),
+            CAPPED
+        );
+        assert_eq!(
+            expires_after(r#"{"access_token":"t","expires_in":"1e300"}"#),
+            CAPPED
+        );
+    }
+
+    #[test]
+    fn expires_in_huge_string_is_capped() {
+        // As a bare JSON number it overflows u64 and serde_json reads it as f64.
+        assert_eq!(
+            expires_after(r#"{"access_token":"t","expires_in":99999999999999999999}"#),
+            CAPPED
+        );
+        assert_eq!(
+            expires_after(r#"{"access_token":"t","expires_in":"99999999999999999999"}"#),
+            CAPPED
+        );
+        assert_eq!(
+            expires_after(r#"{"access_token":"t","expires_in":" 3600 "}"#),
+            Some(Duration::from_secs(3590))
+        );
+    }
+
+    #[test]
+    fn expires_in_negative_zero_or_garbage_is_already_expiring() {
+        for v in [
+            "-1",
+            "-9223372036854775809",
+            "-1e300",
+            "0",
+            r#""abc""#,
+            r#""""#,
+            r#""NaN""#,
+            r#""inf""#,
+            "true",
+            "[]",
+        ] {
+            let body = format!(r#"{{"access_token":"t","expires_in":{v}}}"#);
+            assert_eq!(expires_after(&body), Some(Duration::ZERO), "{v}");
+        }
+        for form in [
+            "access_token=t&expires_in=-5",
+            "access_token=t&expires_in=0",
+            "access_token=t&expires_in=soon",
+        ] {
+            assert_eq!(expires_after(form), Some(Duration::ZERO), "{form}");
+        }
+    }
+
+    #[test]
+    fn expires_in_absent_or_null_is_cached_until_refused() {
+        assert_eq!(expires_after(r#"{"access_token":"t"}"#), None);
+        assert_eq!(
+            expires_after(r#"{"access_token":"t","expires_in":null}"#),
+            None
+        );
+        assert_eq!(expires_after("access_token=t"), None);
+    }
+
+    #[test]
+    fn expires_in_shorter_than_the_margin_is_already_expiring() {
+        assert_eq!(
+            expires_after(r#"{"access_token":"t","expires_in":5}"#),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            expires_after(r#"{"access_token":"t","expires_in":90.5}"#),
+            Some(Duration::from_secs_f64(80.5))
+        );
     }
 }

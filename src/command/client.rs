@@ -382,6 +382,45 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_hostile_values_never_panic() {
+        let now: jiff::Timestamp = "2026-06-03T12:00:00Z".parse().unwrap();
+        let p = |v: &str| parse_retry_after(v, now);
+        // 2^63, u64::MAX and past it: capped at an hour.
+        for huge in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            &"9".repeat(1000),
+        ] {
+            assert_eq!(p(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        // Almost the last date jiff represents, and the first: capped, or no delay.
+        assert_eq!(p("Thu, 30 Dec 9999 21:59:59 GMT"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("Mon, 01 Jan 0001 00:00:00 GMT"), Some(Duration::ZERO));
+        // Negative, float, 1e300 and out-of-range dates: ignored.
+        for bad in [
+            "-1",
+            "-9223372036854775808",
+            "1e300",
+            "3600.0",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "Sat, 01 Jan 10000 00:00:00 GMT",
+            "Fri, 32 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+        // From the extreme ends of jiff's range as "now", too.
+        assert_eq!(
+            parse_retry_after("Thu, 30 Dec 9999 21:59:59 GMT", jiff::Timestamp::MIN),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 01 Jan 0001 00:00:00 GMT", jiff::Timestamp::MAX),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
     fn retry_after_counts_for_429_and_503_only() {
         let e = |status| CommandError::Status {
             status,

@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-/// Parses a Go duration (`30s`, `1.5h`, `1h30m`, `500ms`); negative values are refused.
+/// Longest duration Go's `time.Duration` (int64 nanoseconds) holds, ~292 years; anything
+/// longer is refused as Go's `time.ParseDuration` refuses it, never wrapped or saturated.
+pub const MAX_GO_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// Parses a Go duration (`30s`, `1.5h`, `1h30m`, `500ms`); negative values are refused, and so
+/// is anything beyond [`MAX_GO_DURATION`] (`9999999999999h`), with `invalid duration`.
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
@@ -43,10 +48,13 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         total += value * nanos_per;
         rest = &rest[unit_len..];
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
+    // Checked in f64 before any integer conversion: `i64::MAX as f64` is 2^63, and the
+    // float → integer cast below saturates, so no input can wrap or panic here.
+    let total = total.round();
+    if !total.is_finite() || total >= MAX_GO_DURATION.as_nanos() as f64 {
         return Err(format!("invalid duration {s:?}"));
     }
-    Ok(Duration::from_nanos(total.round() as u64))
+    Ok(Duration::from_nanos(total as u64).min(MAX_GO_DURATION))
 }
 
 /// Formats like Go's `time.Duration.String()` so messages match the Go issuer (`1m30s`).
@@ -117,5 +125,38 @@ mod tests {
         assert_eq!(format_go_duration(Duration::from_secs(5400)), "1h30m0s");
         assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format_go_duration(Duration::from_millis(500)), "500ms");
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for huge in [
+            "9999999999999h",
+            "1000000000h",
+            // 2^63 ns and u64::MAX ns: beyond Go's int64 nanoseconds.
+            "9223372036854775808ns",
+            "18446744073709551615ns",
+            "2562048h",
+            "5124096h",
+            // 400 digits: f64 infinity.
+            &format!("{}s", "9".repeat(400)),
+            &format!("1h{}m", "9".repeat(400)),
+        ] {
+            let e = parse_go_duration(huge);
+            assert!(e.is_err(), "{huge}: {e:?}");
+        }
+        assert_eq!(
+            parse_go_duration("9999999999999h").unwrap_err(),
+            "invalid duration \"9999999999999h\""
+        );
+    }
+
+    #[test]
+    fn the_longest_go_duration_still_parses() {
+        // Go: 2562047h47m16.854775807s is the largest time.Duration; a little below it parses.
+        let d = parse_go_duration("2562047h").unwrap();
+        assert_eq!(d, Duration::from_secs(2_562_047 * 3600));
+        assert!(d <= MAX_GO_DURATION);
+        assert!(parse_go_duration("2562047h47m16s").unwrap() <= MAX_GO_DURATION);
+        assert!(format_go_duration(d).starts_with("2562047h0m0s"));
     }
 }

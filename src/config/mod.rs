@@ -16,7 +16,7 @@ pub use connection::{
     normalize_api_path, normalize_hostname, resolve_connection, ConnectionConfig,
 };
 pub use credentials::{credentials_from_secret, Credentials};
-pub use duration::{format_go_duration, parse_go_duration};
+pub use duration::{format_go_duration, parse_go_duration, MAX_GO_DURATION};
 pub use health::{health_schedule, HealthSchedule, MIN_HEALTH_INTERVAL};
 pub use namespace::secret_namespace;
 pub use sign::{sign_config, SignConfig, ANNOTATION_PREFIX, METADATA_ANNOTATION_PREFIX};

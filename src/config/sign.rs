@@ -236,4 +236,34 @@ mod tests {
         let c = sign_config(&s, &BTreeMap::new()).unwrap();
         assert_eq!(c.pattern_name.as_deref(), Some("P"));
     }
+
+    #[test]
+    fn hostile_integer_annotations_are_out_of_range_not_wrapped() {
+        for v in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "-9223372036854775809",
+            "2147483648",
+            "-2147483649",
+            &"9".repeat(400),
+        ] {
+            let err = sign_config(
+                &spec(),
+                &ann(&[("command-issuer.keyfactor.com/enrollmentPatternId", v)]),
+            )
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid signer config: failed to parse enrollmentPatternId from annotations: strconv.ParseInt: parsing {v:?}: value out of range")
+            );
+        }
+        for v in ["1e300", "1.5", "0x10"] {
+            let err = sign_config(
+                &spec(),
+                &ann(&[("command-issuer.keyfactor.com/ownerRoleId", v)]),
+            )
+            .unwrap_err();
+            assert!(err.to_string().ends_with("invalid syntax"), "{v}: {err}");
+        }
+    }
 }

@@ -276,4 +276,81 @@ mod tests {
         assert_eq!(split_chain(&["junk".into()]), Err(PkiError::CertificatePem));
         assert_eq!(split_chain(&[]), Err(PkiError::Empty));
     }
+
+    fn der_of(pem: &str) -> Vec<u8> {
+        parse_x509_pem(pem.as_bytes()).unwrap().1.contents
+    }
+
+    #[test]
+    fn truncated_certificates_are_errors_not_panics() {
+        let p = pki();
+        let leaf = der_of(&p.leaf);
+        for n in 0..leaf.len() {
+            let cut = to_pem("CERTIFICATE", &leaf[..n]);
+            assert!(
+                split_chain(&[cut, p.sub.clone()]).is_err(),
+                "truncated at {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn corrupted_certificates_never_panic() {
+        let p = pki();
+        let sub = der_of(&p.sub);
+        for i in 0..sub.len() {
+            let mut bad = sub.clone();
+            bad[i] ^= 0xff;
+            // Any outcome but a panic: a flip in the signature still parses, and breaks the chain.
+            let _ = split_chain(&[p.leaf.clone(), to_pem("CERTIFICATE", &bad), p.root.clone()]);
+        }
+    }
+
+    #[test]
+    fn hostile_pem_text_is_refused() {
+        let p = pki();
+        let body = p
+            .leaf
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>();
+        for junk in [
+            String::new(),
+            "-----BEGIN CERTIFICATE-----".to_string(),
+            format!("-----BEGIN CERTIFICATE-----\n{body}"),
+            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_string(),
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                "A".repeat(100_000)
+            ),
+            "-----BEGIN CERTIFICATE-----\n\u{feff}\u{1F600}\n-----END CERTIFICATE-----\n"
+                .to_string(),
+            "-----BEGIN -----\n-----END -----\n".to_string(),
+            "-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\n".repeat(1000),
+        ] {
+            assert!(
+                split_chain(std::slice::from_ref(&junk)).is_err(),
+                "{:.80}",
+                junk
+            );
+        }
+    }
+
+    #[test]
+    fn long_multibyte_subjects_are_clipped_on_a_char_boundary() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ü".repeat(300));
+        let issuer_key = KeyPair::generate().unwrap();
+        let issuer = Issuer::new(ca_params("Absent-CA"), issuer_key);
+        let orphan = params.signed_by(&key, &issuer).unwrap().pem();
+        let e = split_chain(&[orphan, pki().root]).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{}…", "ü".repeat(MAX_NAME_CHARS - 3))),
+            "{e}"
+        );
+        assert!(!e.contains(&"ü".repeat(MAX_NAME_CHARS)), "{e}");
+    }
 }

@@ -161,4 +161,44 @@ mod tests {
             Err(PkiError::CsrInvalid(_))
         ));
     }
+
+    #[test]
+    fn truncated_and_corrupted_csrs_are_errors_not_panics() {
+        let pem = csr_pem();
+        let der = parse_x509_pem(pem.as_bytes()).unwrap().1.contents;
+        for n in 0..der.len() {
+            let cut = super::super::to_pem("CERTIFICATE REQUEST", &der[..n]);
+            assert!(parse_csr(cut.as_bytes()).is_err(), "truncated at {n}");
+        }
+        for i in 0..der.len() {
+            let mut bad = der.clone();
+            bad[i] ^= 0xff;
+            // Every byte is covered by the signature or the DER structure.
+            let bad = super::super::to_pem("CERTIFICATE REQUEST", &bad);
+            assert!(parse_csr(bad.as_bytes()).is_err(), "byte {i} flipped");
+        }
+    }
+
+    #[test]
+    fn hostile_csr_pem_text_is_refused() {
+        for junk in [
+            "-----BEGIN CERTIFICATE REQUEST-----".to_string(),
+            "-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n".to_string(),
+            "-----BEGIN CERTIFICATE REQUEST-----\n\u{1F600}\n-----END CERTIFICATE REQUEST-----\n"
+                .to_string(),
+            "-----END CERTIFICATE REQUEST-----\n".repeat(1000),
+        ] {
+            assert!(parse_csr(junk.as_bytes()).is_err(), "{:.80}", junk);
+        }
+        assert!(parse_csr(&[0xff; 1024]).is_err());
+    }
+
+    #[test]
+    fn odd_ip_san_lengths_are_printed_not_indexed() {
+        assert_eq!(ip_to_string(&[10, 0, 0, 1]), "10.0.0.1");
+        assert_eq!(ip_to_string(&[0; 16]), "::");
+        assert_eq!(ip_to_string(&[]), "[]");
+        assert_eq!(ip_to_string(&[1, 2, 3]), "[01, 02, 03]");
+        assert_eq!(ip_to_string(&[0xff; 17]).matches("ff").count(), 17);
+    }
 }

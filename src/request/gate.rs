@@ -68,6 +68,16 @@ pub fn is_approved(cr: &CertificateRequest) -> bool {
     condition(cr, "Approved").is_some_and(|c| c.status == "True")
 }
 
+/// The issuer a request of ours names (kind, name), to queue it behind that issuer's slots;
+/// `None` when issuerRef is not ours or its kind is neither of our kinds.
+pub fn issuer_of(cr: &CertificateRequest) -> Option<(IssuerKind, String)> {
+    let r = &cr.spec.issuer_ref;
+    if r.group.as_deref() != Some(GROUP) {
+        return None;
+    }
+    IssuerKind::parse(r.kind.as_deref()).map(|k| (k, r.name.clone()))
+}
+
 /// Decides from the object alone; `check_approval` is false with `--disable-approved-check`.
 pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
     let r = &cr.spec.issuer_ref;

@@ -70,6 +70,16 @@ impl CrOutcome {
         }
     }
 
+    /// The Event note published with this outcome, tagged with the op id to grep for.
+    pub fn event_note(&self, op_id: &str) -> String {
+        match self {
+            Self::Issued { request_id, .. } => {
+                format!("Certificate issued by Command (request id {request_id}) [op {op_id}]")
+            }
+            other => format!("{} [op {op_id}]", other.message()),
+        }
+    }
+
     /// Ready condition message.
     pub fn message(&self) -> String {
         match self {
@@ -235,6 +245,17 @@ pub fn held_issued(pems: &[String], request_id: i64) -> CrOutcome {
             retry: Retry::Permanent,
         },
     }
+}
+
+/// When retries of a request started counting: its approval, else its creation, else now.
+pub fn retry_origin(cr: &crate::api::CertificateRequest, now: jiff::Timestamp) -> jiff::Timestamp {
+    cr.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Approved"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(cr.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+        .unwrap_or(now)
 }
 
 /// Turns a permanent Pending into a final Failed once `max_retry` has passed since `started`
@@ -475,5 +496,22 @@ mod tests {
             "2026-01-01T00:00:00Z",
         );
         assert!(v["status"].get("failureTime").is_none());
+    }
+
+    #[test]
+    fn event_notes_carry_the_op_id() {
+        let issued = CrOutcome::Issued {
+            certificate_pem: String::new(),
+            ca_pem: String::new(),
+            request_id: 42,
+        };
+        assert_eq!(
+            issued.event_note("op-1"),
+            "Certificate issued by Command (request id 42) [op op-1]"
+        );
+        assert_eq!(
+            CrOutcome::Denied.event_note("op-2"),
+            format!("{DENIED_MESSAGE} [op op-2]")
+        );
     }
 }

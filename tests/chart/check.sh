@@ -382,8 +382,9 @@ if d:
     check(c["image"] == "keyfactor/command-cert-manager-issuer:0.1.0", f"{name}: image defaults to chart version (got {c['image']})")
     check(c["imagePullPolicy"] == "IfNotPresent", f"{name}: pullPolicy")
     check(c["command"] == ["/command-issuer"], f"{name}: command")
-    check(c["args"] == BASE_ARGS + ["--log-format=json", "--log-level=info", "--concurrency=32"], f"{name}: args exact (got {c['args']})")
-    check(c["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": 8081}, "initialDelaySeconds": 15, "periodSeconds": 20}, f"{name}: liveness probe")
+    check(c["args"] == BASE_ARGS + ["--log-format=json", "--log-level=info", "--concurrency=32",
+                                    "--per-issuer-concurrency=24", "--pending-poll-concurrency=4"], f"{name}: args exact (got {c['args']})")
+    check(c["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": 8081}, "initialDelaySeconds": 15, "periodSeconds": 20, "timeoutSeconds": 5}, f"{name}: liveness probe")
     check(c["readinessProbe"] == {"httpGet": {"path": "/readyz", "port": 8081}, "initialDelaySeconds": 5, "periodSeconds": 10}, f"{name}: readiness probe")
     check("env" not in c and "resources" not in c, f"{name}: no env/resources by default")
 for kind in OPTIONAL_KINDS:
@@ -432,6 +433,7 @@ if d:
     check(c["env"] == [{"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"},
                        {"name": "NO_PROXY", "value": "10.0.0.0/8,.svc,.cluster.local"}], f"{name}: env list")
     check(c["args"] == base_args(":9090") + ["--log-format=text", "--log-level=debug", "--concurrency=4",
+                                    "--per-issuer-concurrency=2", "--pending-poll-concurrency=1",
                                     "--default-health-check-interval=5m",
                                     "--secret-access-granted-at-cluster-level",
                                     "--configmap-access-granted-at-cluster-level",
@@ -529,7 +531,8 @@ check_objects(name, objs, expected_objects(FULL, sa=FULL, service_monitor=True))
 check_metrics_exposed(name, objs, FULL, 8080)
 d, pod, c = deployment(name, objs, FULL)
 if d:
-    check(c["args"] == base_args(":8080") + ["--log-format=json", "--log-level=info", "--concurrency=32"],
+    check(c["args"] == base_args(":8080") + ["--log-format=json", "--log-level=info", "--concurrency=32",
+                                    "--per-issuer-concurrency=24", "--pending-poll-concurrency=4"],
           f"{name}: args exact (got {c['args']})")
 
 name = "svc-only"

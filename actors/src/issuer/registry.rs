@@ -1,24 +1,27 @@
-//! Issuers registry: knows every issuer, starts and stops its auth and probe actors, and
-//! answers the enroller with a ready issuer's connection.
+//! Issuers registry: the one owner of every issuer's actors. It starts an auth and a probe
+//! actor per issuer (identified by its uid), stops both when the issuer is deleted or
+//! re-created, ignores reports from stopped probes, and answers the enroller with a ready
+//! issuer's connection.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Supervisor};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Recipient};
 use command_issuer::api::{IssuerKind, IssuerSpec};
 use command_issuer::config::ConnectionConfig;
 use tracing::{debug, info};
 
-use crate::auth::AuthActor;
-use crate::enroller::Enroller;
-use crate::messages::LeadershipChanged;
+use super::auth::AuthActor;
+use super::probe::{Probe, ProbeAuth, ProbeDeps};
+use super::resolve::References;
 use crate::messages::{
-    CheckNow, IssuerDeleted, IssuerHealth, IssuerKey, IssuerReady, IssuerSnapshot, IssuerUpserted,
-    IssuersListed, ReferenceChanged, ResolveError, ResolveIssuer,
+    AuthHandle, CheckNow, IssuerDeleted, IssuerGone, IssuerHealth, IssuerKey, IssuerReady,
+    IssuerSnapshot, IssuerUpserted, IssuersListed, LeadershipChanged, Ping, ReferenceChanged,
+    ResolveError, ResolveIssuer, Stop,
 };
-use crate::probe::{Probe, ProbeDeps};
 
 struct Entry {
+    uid: String,
     spec: IssuerSpec,
     generation: i64,
     auth: Addr<AuthActor>,
@@ -27,7 +30,25 @@ struct Entry {
     ready: bool,
     supports_metadata: bool,
     connection: Option<Arc<ConnectionConfig>>,
-    references: Vec<(&'static str, String, String)>,
+    references: References,
+}
+
+impl Entry {
+    fn auth_handle(&self) -> AuthHandle {
+        AuthHandle {
+            get: self.auth.clone().recipient(),
+            invalidate: self.auth.clone().recipient(),
+        }
+    }
+}
+
+/// Where the registry tells the enroller about issuers.
+#[derive(Clone)]
+pub struct IssuerNews {
+    /// An issuer turned Ready.
+    pub ready: Recipient<IssuerReady>,
+    /// An issuer was deleted or re-created.
+    pub gone: Recipient<IssuerGone>,
 }
 
 /// The registry's own state: issuers by key, and which kinds have been listed.
@@ -35,18 +56,65 @@ pub struct Registry {
     issuers: HashMap<IssuerKey, Entry>,
     listed: HashSet<IssuerKind>,
     deps: ProbeDeps,
-    enroller: Option<Addr<Enroller>>,
+    enroller: IssuerNews,
 }
 
 impl Registry {
-    /// A registry that gives each probe these dependencies.
-    pub fn new(deps: ProbeDeps) -> Self {
+    /// A registry that gives each probe these dependencies and tells the enroller.
+    pub fn new(deps: ProbeDeps, enroller: IssuerNews) -> Self {
         Self {
             issuers: HashMap::new(),
             listed: HashSet::new(),
             deps,
-            enroller: None,
+            enroller,
         }
+    }
+
+    /// Stops an issuer's actors and drops everything kept for it (metric series included).
+    fn remove(&mut self, key: &IssuerKey, why: &'static str) {
+        if let Some(e) = self.issuers.remove(key) {
+            e.probe.do_send(Stop);
+            e.auth.do_send(Stop);
+            self.deps.metrics.issuer_ready.remove(&key.labels());
+            self.enroller.gone.do_send(IssuerGone { key: key.clone() });
+            info!(issuer = %key, uid = %e.uid, why, "issuer removed; its actors stopped");
+        }
+    }
+
+    fn start(&mut self, msg: IssuerUpserted, ctx: &mut Context<Self>) {
+        info!(issuer = %msg.key, uid = %msg.uid, "issuer registered");
+        let auth = AuthActor::new(msg.key.clone(), self.deps.metrics.clone()).start();
+        let probe_auth = ProbeAuth {
+            handle: AuthHandle {
+                get: auth.clone().recipient(),
+                invalidate: auth.clone().recipient(),
+            },
+            credentials: auth.clone().recipient(),
+        };
+        let probe = Probe::new(
+            (msg.key.clone(), msg.uid.clone()),
+            msg.spec.clone(),
+            msg.conditions,
+            probe_auth,
+            ctx.address().recipient(),
+            self.deps.clone(),
+        )
+        .start();
+        self.issuers.insert(
+            msg.key,
+            Entry {
+                uid: msg.uid,
+                spec: msg.spec,
+                generation: msg.generation,
+                auth,
+                probe,
+                checked: false,
+                ready: false,
+                supports_metadata: false,
+                connection: None,
+                references: Vec::new(),
+            },
+        );
     }
 }
 
@@ -57,22 +125,21 @@ impl Actor for Registry {
     }
 }
 
-/// Registry ← supervisor: where to announce ready issuers.
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-pub struct SetEnroller(pub Addr<Enroller>);
-
-impl Handler<SetEnroller> for Registry {
+impl Handler<Ping> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: SetEnroller, _: &mut Context<Self>) {
-        self.enroller = Some(msg.0);
-    }
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
 }
 
 impl Handler<IssuerUpserted> for Registry {
     type Result = ();
     fn handle(&mut self, msg: IssuerUpserted, ctx: &mut Context<Self>) {
         match self.issuers.get_mut(&msg.key) {
+            Some(e) if e.uid != msg.uid => {
+                // Deleted and created again under the same name: nothing of the old one may
+                // keep writing this issuer's connection.
+                self.remove(&msg.key, "re-created with a new uid");
+                self.start(msg, ctx);
+            }
             Some(e) => {
                 if e.generation != msg.generation || e.spec != msg.spec {
                     e.spec = msg.spec.clone();
@@ -84,33 +151,7 @@ impl Handler<IssuerUpserted> for Registry {
                     });
                 }
             }
-            None => {
-                info!(issuer = %msg.key, "issuer registered");
-                let auth = AuthActor::new(msg.key.clone(), self.deps.metrics.clone()).start();
-                let probe_key = msg.key.clone();
-                let probe_auth = auth.clone();
-                let deps = self.deps.clone();
-                let registry = ctx.address();
-                let spec = msg.spec.clone();
-                let previous = msg.conditions.clone();
-                let probe = Supervisor::start(move |_| {
-                    Probe::new(probe_key, spec, previous, probe_auth, registry, deps)
-                });
-                self.issuers.insert(
-                    msg.key,
-                    Entry {
-                        spec: msg.spec,
-                        generation: msg.generation,
-                        auth,
-                        probe,
-                        checked: false,
-                        ready: false,
-                        supports_metadata: false,
-                        connection: None,
-                        references: Vec::new(),
-                    },
-                );
-            }
+            None => self.start(msg, ctx),
         }
     }
 }
@@ -118,13 +159,7 @@ impl Handler<IssuerUpserted> for Registry {
 impl Handler<IssuerDeleted> for Registry {
     type Result = ();
     fn handle(&mut self, msg: IssuerDeleted, _: &mut Context<Self>) {
-        if self.issuers.remove(&msg.key).is_some() {
-            self.deps
-                .metrics
-                .issuer_ready
-                .remove(&crate::probe::issuer_labels(&msg.key));
-            info!(issuer = %msg.key, "issuer removed");
-        }
+        self.remove(&msg.key, "deleted");
     }
 }
 
@@ -132,8 +167,15 @@ impl Handler<IssuersListed> for Registry {
     type Result = ();
     fn handle(&mut self, msg: IssuersListed, _: &mut Context<Self>) {
         let keep: HashSet<IssuerKey> = msg.keys.into_iter().collect();
-        self.issuers
-            .retain(|k, _| k.kind != msg.kind || keep.contains(k));
+        let gone: Vec<IssuerKey> = self
+            .issuers
+            .keys()
+            .filter(|k| k.kind == msg.kind && !keep.contains(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.remove(&k, "absent from a fresh list");
+        }
         if self.listed.insert(msg.kind) {
             info!(kind = %msg.kind, count = keep.len(), "issuers listed");
         }
@@ -146,6 +188,10 @@ impl Handler<IssuerHealth> for Registry {
         let Some(e) = self.issuers.get_mut(&msg.key) else {
             return;
         };
+        if e.uid != msg.uid {
+            debug!(issuer = %msg.key, "report of a replaced issuer's probe ignored");
+            return;
+        }
         let became_ready = msg.ready && (!e.ready || !e.checked);
         e.checked = true;
         e.ready = msg.ready;
@@ -153,9 +199,7 @@ impl Handler<IssuerHealth> for Registry {
         e.connection = msg.connection;
         e.references = msg.references;
         if became_ready {
-            if let Some(en) = &self.enroller {
-                en.do_send(IssuerReady { key: msg.key });
-            }
+            self.enroller.ready.do_send(IssuerReady { key: msg.key });
         }
     }
 }
@@ -218,7 +262,7 @@ impl Handler<ResolveIssuer> for Registry {
                 spec: e.spec.clone(),
                 supports_metadata: e.supports_metadata,
                 connection: conn.clone(),
-                auth: e.auth.clone(),
+                auth: e.auth_handle(),
             }),
             _ => Err(ResolveError::Unready),
         }

@@ -1,10 +1,10 @@
 //! Auth actor: one per issuer; owns its credentials and the cached Authorization header, so
-//! tokens are per issuer and refreshed before expiry (design.md §3.5).
+//! tokens are per issuer and refreshed before expiry; it stops with its issuer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, AtomicResponse, Context, Handler, WrapFuture};
 use command_issuer::auth::{
     ambient_token, basic_authorization, fetch_client_credentials, AuthHeader, AuthStyle,
     TokenRequest,
@@ -15,7 +15,7 @@ use command_issuer::metrics::{Metrics, OutcomeLabels};
 use secrecy::SecretString;
 use tracing::{debug, info, warn};
 
-use crate::messages::{GetAuthorization, InvalidateToken, IssuerKey, SetCredentials};
+use crate::messages::{GetAuthorization, InvalidateToken, IssuerKey, SetCredentials, Stop};
 
 /// Holds one issuer's credentials and token.
 pub struct AuthActor {
@@ -49,6 +49,14 @@ impl AuthActor {
 
 impl Actor for AuthActor {
     type Context = Context<Self>;
+}
+
+impl Handler<Stop> for AuthActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        debug!(issuer = %self.key, "auth actor stopped with its issuer");
+        ctx.stop();
+    }
 }
 
 impl Handler<SetCredentials> for AuthActor {

@@ -1,0 +1,235 @@
+//! One attempt at one request, read to write: re-read the request, gate it, resolve its
+//! issuer, then follow up, recover or sign, and write the outcome. Every decision is a call
+//! into `command_issuer::request`; this file only sequences the I/O.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use actix::Recipient;
+use command_issuer::api::{CertificateRequest, IssuerKind};
+use command_issuer::command::CommandClient;
+use command_issuer::config::ConnectionConfig;
+use command_issuer::metrics::Metrics;
+use command_issuer::request::{
+    gate, give_up, retry_origin, AttemptEnd, CrOutcome, Gate, RequestError, INTENT_ANNOTATION,
+};
+use kube::{Api, Client, ResourceExt};
+use tracing::{debug, warn};
+
+use super::{follow_up, recover, sign};
+use crate::apiserver::{bounded, CALL_DEADLINE};
+use crate::command_calls::{client_for, is_bearer, CommandCalls};
+use crate::flags::Settings;
+use crate::messages::{
+    CrKey, IssuerKey, IssuerSnapshot, ResolveError, ResolveIssuer, WriteRequestStatus,
+};
+
+/// What an enrollment worker talks to.
+#[derive(Clone)]
+pub struct EnrollContext {
+    /// Apiserver client, to re-read a request and record intents.
+    pub client: Client,
+    /// Validated flags.
+    pub settings: Arc<Settings>,
+    /// Issuer lookups.
+    pub registry: Recipient<ResolveIssuer>,
+    /// Status and Events.
+    pub writer: Recipient<WriteRequestStatus>,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// True while this process may enroll and write.
+    pub leading: Arc<AtomicBool>,
+}
+
+/// The HTTPS client the enroller keeps per issuer connection.
+pub type CachedClient = (Arc<ConnectionConfig>, CommandClient);
+
+/// How an attempt ended, with what the enroller keeps from it.
+pub struct Attempted {
+    /// The end, for [`command_issuer::request::next_step`].
+    pub end: AttemptEnd,
+    /// Whether the outcome to write landed.
+    pub written: bool,
+    /// A client built for the issuer's connection, to reuse next time.
+    pub client: Option<(IssuerKey, CachedClient)>,
+    /// Whether the enrollment call got Command's complete answer; `None` when none was sent.
+    pub answered: Option<bool>,
+}
+
+impl Attempted {
+    pub(super) fn end(end: AttemptEnd) -> Self {
+        Self {
+            end,
+            written: false,
+            client: None,
+            answered: None,
+        }
+    }
+}
+
+/// One attempt at the request `key`, starting from the watch copy `cr` when it is usable.
+pub async fn attempt(
+    ctx: EnrollContext,
+    op_id: String,
+    key: CrKey,
+    cr: Option<Box<CertificateRequest>>,
+    cached: Option<CachedClient>,
+    answered: bool,
+) -> Attempted {
+    // A copy that carries an intent comes from a watch event about our own earlier attempt and
+    // is often stale by now (already Issued): act on the current object instead.
+    let cr = match cr.filter(|c| !c.annotations().contains_key(INTENT_ANNOTATION)) {
+        Some(c) => c,
+        None => {
+            let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &key.namespace);
+            match bounded(
+                "a read of the request",
+                CALL_DEADLINE,
+                api.get_opt(&key.name),
+            )
+            .await
+            {
+                Ok(Some(c)) => Box::new(c),
+                Ok(None) => return Attempted::end(AttemptEnd::Nothing),
+                Err(e) => {
+                    warn!(op_id = %op_id, request = %key, error = %e, "re-reading request failed");
+                    return Attempted::end(AttemptEnd::ReadFailed);
+                }
+            }
+        }
+    };
+    let mut res = decide(&ctx, &op_id, &key, &cr, cached, answered).await;
+    let AttemptEnd::Write {
+        outcome,
+        retry_after,
+    } = res.end
+    else {
+        return res;
+    };
+    let now = jiff::Timestamp::now();
+    let outcome = give_up(
+        outcome,
+        retry_origin(&cr, now),
+        now,
+        ctx.settings.max_retry_duration,
+    );
+    let write = WriteRequestStatus {
+        op_id: op_id.clone(),
+        cr,
+        outcome: outcome.clone(),
+    };
+    match ctx.writer.send(write).await {
+        Ok(Ok(())) => res.written = true,
+        Ok(Err(e)) => warn!(op_id, request = %key, error = %e, "status write failed; will retry"),
+        Err(e) => {
+            warn!(op_id, request = %key, error = %e, "status writer unavailable; will retry")
+        }
+    }
+    res.end = AttemptEnd::Write {
+        outcome,
+        retry_after,
+    };
+    res
+}
+
+fn write(e: RequestError) -> Attempted {
+    Attempted::end(AttemptEnd::write(e.outcome(false)))
+}
+
+async fn decide(
+    ctx: &EnrollContext,
+    op_id: &str,
+    key: &CrKey,
+    cr: &CertificateRequest,
+    cached: Option<CachedClient>,
+    answered: bool,
+) -> Attempted {
+    let (kind, name, held, previous) = match gate(cr, ctx.settings.check_approval) {
+        Gate::NotOurs | Gate::Final | Gate::AwaitingApproval => {
+            return Attempted::end(AttemptEnd::Nothing)
+        }
+        Gate::Denied => return Attempted::end(AttemptEnd::write(CrOutcome::Denied)),
+        Gate::InvalidKind(message) => {
+            return Attempted::end(AttemptEnd::write(CrOutcome::Failed { message }))
+        }
+        Gate::Held {
+            kind,
+            name,
+            request_id,
+        } => (kind, name, Some(request_id), None),
+        Gate::Sign { kind, name } => (kind, name, None, None),
+        Gate::Recover { kind, name, op_id } => (kind, name, None, Some(op_id)),
+    };
+    let issuer = IssuerKey {
+        kind,
+        namespace: (kind == IssuerKind::Issuer).then(|| key.namespace.clone()),
+        name,
+    };
+    let resolved = ctx
+        .registry
+        .send(ResolveIssuer {
+            key: issuer.clone(),
+        })
+        .await;
+    let snap = match (resolved, held) {
+        (Ok(Ok(s)), _) => s,
+        // A held request keeps its status while its issuer is away; look again later.
+        (_, Some(_)) => return Attempted::end(AttemptEnd::StillHeld),
+        (Ok(Err(ResolveError::Missing(m))), None) => return write(RequestError::IssuerMissing(m)),
+        (Ok(Err(ResolveError::Unready)), None) => return write(RequestError::IssuerNotReady),
+        (Ok(Err(ResolveError::Unchecked)) | Err(_), None) => {
+            debug!(op_id, request = %key, issuer = %issuer, "issuer not checked yet; waiting");
+            return Attempted::end(AttemptEnd::IssuerUnchecked);
+        }
+    };
+    let (client, fresh) = match cached {
+        Some((conn, c)) if *conn == *snap.connection => (c, None),
+        _ => match client_for(&snap.connection, ctx.settings.command_timeout) {
+            Ok(c) => (
+                c.clone(),
+                Some((issuer.clone(), (snap.connection.clone(), c))),
+            ),
+            Err(e) => return write(RequestError::NoClient(e.to_string())),
+        },
+    };
+    let calls = CommandCalls {
+        client: &client,
+        auth: &snap.auth,
+        bearer: is_bearer(&snap.connection.credentials),
+        metrics: &ctx.metrics,
+        op_id: Some(op_id),
+    };
+    let mut res = match (held, previous) {
+        (Some(request_id), _) => follow_up::follow_up(op_id, key, request_id, &calls).await,
+        (None, Some(previous)) => {
+            let look = recover::Lookup {
+                op_id,
+                key,
+                previous: &previous,
+                answered,
+                settle: ctx.settings.command_timeout,
+            };
+            match recover::lookup(&snap, cr, look, &calls).await {
+                Some(done) => done,
+                None => sign_it(ctx, op_id, key, cr, &snap, &calls).await,
+            }
+        }
+        (None, None) => sign_it(ctx, op_id, key, cr, &snap, &calls).await,
+    };
+    res.client = fresh;
+    res
+}
+
+async fn sign_it(
+    ctx: &EnrollContext,
+    op_id: &str,
+    key: &CrKey,
+    cr: &CertificateRequest,
+    snap: &IssuerSnapshot,
+    calls: &CommandCalls<'_>,
+) -> Attempted {
+    match sign::prepare(op_id, key, cr, snap) {
+        Ok(prepared) => sign::enroll(ctx, op_id, key, cr, snap, prepared, calls).await,
+        Err(e) => write(e),
+    }
+}

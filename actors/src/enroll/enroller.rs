@@ -1,0 +1,333 @@
+//! Enroller: the queue, the slots and the timers of enrollment. It takes approved requests
+//! while this process leads, runs one attempt per request at a time in fair per-issuer slots
+//! (held-request polls in their own smaller budget), and turns each attempt's end into the
+//! next step with `command_issuer::request::next_step`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, SpawnHandle, WrapFuture};
+use command_issuer::api::{CertificateRequest, IssuerKind};
+use command_issuer::backoff::poll_delay;
+use command_issuer::request::{gate, issuer_of, next_step, Gate, Next};
+use kube::ResourceExt;
+use tracing::{debug, info};
+
+use super::attempt::{attempt, Attempted, CachedClient, EnrollContext};
+use super::fair_queue::FairQueue;
+use crate::flags::CoreActor;
+use crate::messages::{
+    CrKey, Enroll, Forget, IssuerGone, IssuerKey, IssuerReady, LeadershipChanged, Ping,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Queued,
+    Running,
+    Waiting,
+}
+
+/// A slot group: the request's issuer, or none when issuerRef names no kind of ours.
+type Group = Option<IssuerKey>;
+
+struct Track {
+    op_id: String,
+    state: State,
+    group: Group,
+    /// Follow-up of a held request: polled in the poll budget, not an enrollment slot.
+    held: bool,
+    attempts: u32,
+    polls: u32,
+    awaiting_issuer: bool,
+    timer: Option<SpawnHandle>,
+    cr: Option<Box<CertificateRequest>>,
+    /// The last enrollment call of this op id got Command's complete answer (an error status or
+    /// an undecodable body included), so Command is done with it and a lookup that finds
+    /// nothing is final; after a lost answer it is not, until the enrollment has settled.
+    answered: bool,
+}
+
+/// Requests being worked on while leading (never those already final), and the slots.
+pub struct Enroller {
+    ctx: EnrollContext,
+    tracked: HashMap<CrKey, Track>,
+    slots: FairQueue<Group, CrKey>,
+    polls: VecDeque<CrKey>,
+    polls_in_flight: usize,
+    clients: HashMap<IssuerKey, CachedClient>,
+}
+
+impl Enroller {
+    /// An idle enroller.
+    pub fn new(ctx: EnrollContext) -> Self {
+        let s = &ctx.settings;
+        let slots = FairQueue::new(s.concurrency, s.per_issuer_concurrency);
+        Self {
+            ctx,
+            tracked: HashMap::new(),
+            slots,
+            polls: VecDeque::new(),
+            polls_in_flight: 0,
+            clients: HashMap::new(),
+        }
+    }
+
+    fn leading(&self) -> bool {
+        self.ctx.leading.load(Ordering::SeqCst)
+    }
+}
+
+impl Actor for Enroller {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(65_536);
+    }
+}
+
+impl Handler<Ping> for Enroller {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
+}
+
+/// The slot group of a request: the issuer its issuerRef names.
+fn group_of(cr: &CertificateRequest, namespace: &str) -> Group {
+    issuer_of(cr).map(|(kind, name)| IssuerKey {
+        kind,
+        namespace: (kind == IssuerKind::Issuer).then(|| namespace.to_string()),
+        name,
+    })
+}
+
+impl Handler<Enroll> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: Enroll, ctx: &mut Context<Self>) {
+        if self.ctx.settings.debug_stall_in == Some(CoreActor::Enroller) {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        if self.ctx.settings.debug_panic_in == Some(CoreActor::Enroller) {
+            panic!("deliberate panic in the enroller (--debug-panic-in enroller)");
+        }
+        // A standby keeps nothing: when it leads, the request watcher lists everything again.
+        if !self.leading() {
+            return;
+        }
+        let key = CrKey {
+            namespace: msg.cr.namespace().unwrap_or_default(),
+            name: msg.cr.name_any(),
+        };
+        if self.tracked.contains_key(&key) {
+            return;
+        }
+        debug!(op_id = %msg.op_id, request = %key, "queued");
+        let group = group_of(&msg.cr, &key.namespace);
+        let held = matches!(gate(&msg.cr, false), Gate::Held { .. });
+        self.tracked.insert(
+            key.clone(),
+            Track {
+                op_id: msg.op_id,
+                state: State::Queued,
+                group: group.clone(),
+                held,
+                attempts: 0,
+                polls: 0,
+                awaiting_issuer: false,
+                timer: None,
+                cr: Some(msg.cr),
+                answered: false,
+            },
+        );
+        self.enqueue(key);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Forget> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: Forget, ctx: &mut Context<Self>) {
+        if self
+            .tracked
+            .get(&msg.key)
+            .is_some_and(|t| t.state != State::Running)
+        {
+            if let Some(h) = self.tracked.remove(&msg.key).and_then(|t| t.timer) {
+                ctx.cancel_future(h);
+            }
+        }
+    }
+}
+
+impl Handler<LeadershipChanged> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
+        if msg.leading {
+            info!("leading: enrollments start as the request watcher lists every request");
+            return;
+        }
+        // Nothing a standby keeps can be trusted later: the next leader starts from a list.
+        for (_, t) in self.tracked.drain() {
+            if let Some(h) = t.timer {
+                ctx.cancel_future(h);
+            }
+        }
+        self.slots.clear_queued();
+        self.polls.clear();
+        info!("not leading: every queued request dropped");
+    }
+}
+
+impl Handler<IssuerReady> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: IssuerReady, ctx: &mut Context<Self>) {
+        let mut wake = Vec::new();
+        for (k, t) in self.tracked.iter_mut() {
+            if t.state == State::Waiting && t.awaiting_issuer && t.group.as_ref() == Some(&msg.key)
+            {
+                if let Some(h) = t.timer.take() {
+                    ctx.cancel_future(h);
+                }
+                t.state = State::Queued;
+                wake.push(k.clone());
+            }
+        }
+        if !wake.is_empty() {
+            info!(issuer = %msg.key, requests = wake.len(), "issuer ready; retrying waiting requests");
+        }
+        for k in wake {
+            self.enqueue(k);
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<IssuerGone> for Enroller {
+    type Result = ();
+    fn handle(&mut self, msg: IssuerGone, _: &mut Context<Self>) {
+        self.clients.remove(&msg.key);
+    }
+}
+
+impl Enroller {
+    fn enqueue(&mut self, key: CrKey) {
+        if let Some(t) = self.tracked.get(&key) {
+            if t.held {
+                self.polls.push_back(key);
+            } else {
+                self.slots.push(t.group.clone(), key);
+            }
+        }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if !self.leading() {
+            return;
+        }
+        while self.polls_in_flight < self.ctx.settings.pending_poll_concurrency {
+            let Some(key) = self.polls.pop_front() else {
+                break;
+            };
+            if self.start(ctx, key.clone(), None) {
+                self.polls_in_flight += 1;
+            }
+        }
+        while let Some((group, key)) = self.slots.pop() {
+            if !self.start(ctx, key, Some(group.clone())) {
+                self.slots.done(&group);
+            }
+        }
+        let m = &self.ctx.metrics;
+        m.in_flight.set(self.slots.in_flight() as i64);
+        let waiting = self.tracked.values().filter(|t| t.state == State::Waiting);
+        m.retry_queue.set(waiting.count() as i64);
+    }
+
+    /// Starts an attempt at `key` if it is still queued; `slot` is the enrollment slot it
+    /// holds (`None` for a poll).
+    fn start(&mut self, ctx: &mut Context<Self>, key: CrKey, slot: Option<Group>) -> bool {
+        let Some(t) = self.tracked.get_mut(&key) else {
+            return false;
+        };
+        if t.state != State::Queued {
+            return false;
+        }
+        t.state = State::Running;
+        let cached = t.group.as_ref().and_then(|g| self.clients.get(g)).cloned();
+        let fut = attempt(
+            self.ctx.clone(),
+            t.op_id.clone(),
+            key.clone(),
+            t.cr.take(),
+            cached,
+            t.answered,
+        );
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |res, act, ctx| act.settle(ctx, key, slot, res)),
+        );
+        true
+    }
+
+    fn settle(&mut self, ctx: &mut Context<Self>, key: CrKey, slot: Option<Group>, res: Attempted) {
+        match &slot {
+            Some(group) => self.slots.done(group),
+            None => self.polls_in_flight = self.polls_in_flight.saturating_sub(1),
+        }
+        if let Some((issuer, client)) = res.client {
+            self.clients.insert(issuer, client);
+        }
+        let poll_interval = self.ctx.settings.pending_poll_interval;
+        if let Some(t) = self.tracked.get_mut(&key) {
+            if let Some(answered) = res.answered {
+                t.answered = answered;
+            }
+            t.cr = None;
+            t.awaiting_issuer = false;
+            let delay = match next_step(&res.end, res.written, t.attempts) {
+                Next::Forget => None,
+                Next::Retry(d) => {
+                    t.attempts = t.attempts.saturating_add(1);
+                    Some(d)
+                }
+                Next::AwaitIssuer(d) => {
+                    t.awaiting_issuer = true;
+                    t.attempts = t.attempts.saturating_add(1);
+                    Some(d)
+                }
+                Next::LookAgain(d) => Some(d),
+                Next::Poll => {
+                    t.held = true;
+                    let d = poll_delay(poll_interval, t.polls);
+                    t.polls = t.polls.saturating_add(1);
+                    Some(d)
+                }
+            };
+            match delay {
+                None => {
+                    self.tracked.remove(&key);
+                }
+                Some(d) => {
+                    t.state = State::Waiting;
+                    t.timer = Some(requeue_later(ctx, key, d));
+                }
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
+/// Puts `key` back in its queue after `delay` if it is still waiting by then (a Forget or an
+/// IssuerReady wake-up may have moved it meanwhile).
+fn requeue_later(ctx: &mut Context<Enroller>, key: CrKey, delay: Duration) -> SpawnHandle {
+    ctx.run_later(delay, move |act, ctx| {
+        if let Some(t) = act.tracked.get_mut(&key) {
+            if t.state == State::Waiting {
+                t.state = State::Queued;
+                t.timer = None;
+                act.enqueue(key);
+                act.pump(ctx);
+            }
+        }
+    })
+}

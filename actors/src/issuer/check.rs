@@ -1,0 +1,83 @@
+//! One health check of one issuer, as a plain async procedure the probe runs: read the
+//! referenced objects, hand the credentials to the auth actor, then `GET /Status/Endpoints`
+//! and `GET /MetadataFields` through the Command call layer.
+
+use command_issuer::api::IssuerSpec;
+use command_issuer::auth::split_scopes;
+use command_issuer::command::{CommandClient, CommandError};
+use command_issuer::config::{ConfigError, ConnectionConfig};
+use command_issuer::health::supports_metadata;
+
+use super::probe::{ProbeAuth, ProbeDeps};
+use super::resolve::resolve;
+use crate::command_calls::{client_for, is_bearer, CallError, CommandCalls};
+use crate::messages::SetCredentials;
+
+/// Where the check stopped, before the actor turns it into a [`CheckResult`].
+pub enum Stage {
+    /// The spec, Secret or ConfigMap is unusable.
+    Config(ConfigError),
+    /// No Authorization header.
+    Auth(String),
+    /// `GET /Status/Endpoints` failed.
+    Status(CommandError),
+    /// `GET /MetadataFields` failed.
+    Metadata(CommandError),
+    /// Healthy; whether our metadata fields exist.
+    Done(bool),
+}
+
+/// The health check itself: read, authenticate, `GET /Status/Endpoints`, `GET /MetadataFields`.
+pub async fn check(
+    deps: ProbeDeps,
+    spec: IssuerSpec,
+    ns: String,
+    auth: ProbeAuth,
+    cached: Option<(ConnectionConfig, CommandClient)>,
+) -> (Option<ConnectionConfig>, Option<CommandClient>, Stage) {
+    let conn = match resolve(deps.client.clone(), &spec, &ns).await {
+        Ok(c) => c,
+        Err(e) => return (None, None, Stage::Config(e)),
+    };
+    auth.credentials.do_send(SetCredentials {
+        credentials: conn.credentials.clone(),
+        ca_bundle_pem: conn.ca_bundle_pem.clone(),
+        scopes: split_scopes(spec.scopes.as_deref().unwrap_or("")),
+        audience: spec.audience.clone().unwrap_or_default(),
+    });
+    let client = match cached {
+        Some((c, client)) if c == conn => client,
+        _ => match client_for(&conn, deps.settings.command_timeout) {
+            Ok(c) => c,
+            Err(e) => return (Some(conn), None, Stage::Status(e)),
+        },
+    };
+    let calls = CommandCalls {
+        client: &client,
+        auth: &auth.handle,
+        bearer: is_bearer(&conn.credentials),
+        metrics: &deps.metrics,
+        op_id: None,
+    };
+    let (status, _) = calls
+        .call("GET /Status/Endpoints", |c, h| async move {
+            c.status_endpoints(&h).await
+        })
+        .await;
+    let stage = match status {
+        Err(CallError::Auth(e)) => Stage::Auth(e),
+        Err(CallError::Command(e)) => Stage::Status(e),
+        Ok(_) => match calls
+            .call("GET /MetadataFields", |c, h| async move {
+                c.metadata_fields(&h).await
+            })
+            .await
+            .0
+        {
+            Ok(fields) => Stage::Done(supports_metadata(&fields)),
+            Err(CallError::Auth(e)) => Stage::Auth(e),
+            Err(CallError::Command(e)) => Stage::Metadata(e),
+        },
+    };
+    (Some(conn), Some(client), stage)
+}
