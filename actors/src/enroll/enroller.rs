@@ -8,45 +8,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, SpawnHandle, WrapFuture};
-use command_issuer::api::{CertificateRequest, IssuerKind};
 use command_issuer::backoff::poll_delay;
-use command_issuer::request::{gate, issuer_of, next_step, Gate, Next};
+use command_issuer::request::{gate, next_step, Gate, Next};
 use kube::ResourceExt;
 use tracing::{debug, info};
 
 use super::attempt::{attempt, Attempted, CachedClient, EnrollContext};
 use super::fair_queue::FairQueue;
+use super::track::{group_of, Group, State, Track};
 use crate::flags::CoreActor;
 use crate::messages::{
     CrKey, Enroll, Forget, IssuerGone, IssuerKey, IssuerReady, LeadershipChanged, Ping,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Queued,
-    Running,
-    Waiting,
-}
-
-/// A slot group: the request's issuer, or none when issuerRef names no kind of ours.
-type Group = Option<IssuerKey>;
-
-struct Track {
-    op_id: String,
-    state: State,
-    group: Group,
-    /// Follow-up of a held request: polled in the poll budget, not an enrollment slot.
-    held: bool,
-    attempts: u32,
-    polls: u32,
-    awaiting_issuer: bool,
-    timer: Option<SpawnHandle>,
-    cr: Option<Box<CertificateRequest>>,
-    /// The last enrollment call of this op id got Command's complete answer (an error status or
-    /// an undecodable body included), so Command is done with it and a lookup that finds
-    /// nothing is final; after a lost answer it is not, until the enrollment has settled.
-    answered: bool,
-}
 
 /// Requests being worked on while leading (never those already final), and the slots.
 pub struct Enroller {
@@ -88,15 +61,6 @@ impl Actor for Enroller {
 impl Handler<Ping> for Enroller {
     type Result = ();
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
-}
-
-/// The slot group of a request: the issuer its issuerRef names.
-fn group_of(cr: &CertificateRequest, namespace: &str) -> Group {
-    issuer_of(cr).map(|(kind, name)| IssuerKey {
-        kind,
-        namespace: (kind == IssuerKind::Issuer).then(|| namespace.to_string()),
-        name,
-    })
 }
 
 impl Handler<Enroll> for Enroller {

@@ -8,3 +8,4 @@ mod fair_queue;
 mod follow_up;
 mod recover;
 mod sign;
+mod track;

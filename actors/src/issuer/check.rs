@@ -8,10 +8,41 @@ use command_issuer::command::{CommandClient, CommandError};
 use command_issuer::config::{ConfigError, ConnectionConfig};
 use command_issuer::health::supports_metadata;
 
-use super::probe::{ProbeAuth, ProbeDeps};
 use super::resolve::resolve;
 use crate::command_calls::{client_for, is_bearer, CallError, CommandCalls};
-use crate::messages::SetCredentials;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use actix::Recipient;
+use command_issuer::metrics::Metrics;
+use kube::Client;
+
+use crate::flags::Settings;
+use crate::messages::{AuthHandle, SetCredentials, WriteIssuerStatus};
+
+/// What every probe needs from the process.
+#[derive(Clone)]
+pub struct ProbeDeps {
+    /// Apiserver client.
+    pub client: Client,
+    /// Validated flags.
+    pub settings: Arc<Settings>,
+    /// Where issuer status goes.
+    pub writer: Recipient<WriteIssuerStatus>,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// True while this process may write status.
+    pub leading: Arc<AtomicBool>,
+}
+
+/// The issuer's auth actor as the probe uses it.
+#[derive(Clone)]
+pub struct ProbeAuth {
+    /// Headers and invalidation.
+    pub handle: AuthHandle,
+    /// Where resolved credentials go.
+    pub credentials: Recipient<SetCredentials>,
+}
 
 /// Where the check stopped, before the actor turns it into a [`CheckResult`].
 pub enum Stage {

@@ -3,6 +3,8 @@
 
 pub mod auth;
 mod check;
+pub use check::ProbeDeps;
 pub mod probe;
 pub mod registry;
 mod resolve;
+mod spawn;

@@ -2,7 +2,7 @@
 //! Resolves the issuer's config, checks Command's health and metadata fields on a jittered
 //! interval, and reports Ready / SupportsMetadata.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,41 +15,12 @@ use command_issuer::backoff::{backoff, jitter};
 use command_issuer::command::CommandClient;
 use command_issuer::config::{health_schedule, secret_namespace, ConnectionConfig, HealthSchedule};
 use command_issuer::health::{issuer_conditions, CheckResult};
-use command_issuer::metrics::Metrics;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Client;
 use tracing::{debug, info, warn};
 
-use super::check::{check, Stage};
+use super::check::{check, ProbeAuth, ProbeDeps, Stage};
 use super::resolve::{references, References};
-use crate::flags::Settings;
-use crate::messages::{
-    AuthHandle, CheckNow, IssuerHealth, IssuerKey, SetCredentials, Stop, WriteIssuerStatus,
-};
-
-/// What every probe needs from the process.
-#[derive(Clone)]
-pub struct ProbeDeps {
-    /// Apiserver client.
-    pub client: Client,
-    /// Validated flags.
-    pub settings: Arc<Settings>,
-    /// Where issuer status goes.
-    pub writer: Recipient<WriteIssuerStatus>,
-    /// Counters and gauges.
-    pub metrics: Arc<Metrics>,
-    /// True while this process may write status.
-    pub leading: Arc<AtomicBool>,
-}
-
-/// The issuer's auth actor as the probe uses it.
-#[derive(Clone)]
-pub struct ProbeAuth {
-    /// Headers and invalidation.
-    pub handle: AuthHandle,
-    /// Where resolved credentials go.
-    pub credentials: Recipient<SetCredentials>,
-}
+use crate::messages::{CheckNow, IssuerHealth, IssuerKey, Stop, WriteIssuerStatus};
 
 /// One issuer's probe state.
 pub struct Probe {

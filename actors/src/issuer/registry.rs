@@ -6,40 +6,30 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Recipient};
+use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use command_issuer::api::{IssuerKind, IssuerSpec};
 use command_issuer::config::ConnectionConfig;
 use tracing::{debug, info};
 
-use super::auth::AuthActor;
-use super::probe::{Probe, ProbeAuth, ProbeDeps};
+use super::check::ProbeDeps;
 use super::resolve::References;
+use super::spawn::{spawn_issuer, IssuerActors, IssuerStart};
 use crate::messages::{
-    AuthHandle, CheckNow, IssuerDeleted, IssuerGone, IssuerHealth, IssuerKey, IssuerReady,
-    IssuerSnapshot, IssuerUpserted, IssuersListed, LeadershipChanged, Ping, ReferenceChanged,
-    ResolveError, ResolveIssuer, Stop,
+    CheckNow, IssuerDeleted, IssuerGone, IssuerHealth, IssuerKey, IssuerReady, IssuerSnapshot,
+    IssuerUpserted, IssuersListed, LeadershipChanged, Ping, ReferenceChanged, ResolveError,
+    ResolveIssuer, Stop,
 };
 
 struct Entry {
     uid: String,
     spec: IssuerSpec,
     generation: i64,
-    auth: Addr<AuthActor>,
-    probe: Addr<Probe>,
+    actors: IssuerActors,
     checked: bool,
     ready: bool,
     supports_metadata: bool,
     connection: Option<Arc<ConnectionConfig>>,
     references: References,
-}
-
-impl Entry {
-    fn auth_handle(&self) -> AuthHandle {
-        AuthHandle {
-            get: self.auth.clone().recipient(),
-            invalidate: self.auth.clone().recipient(),
-        }
-    }
 }
 
 /// Where the registry tells the enroller about issuers.
@@ -73,8 +63,9 @@ impl Registry {
     /// Stops an issuer's actors and drops everything kept for it (metric series included).
     fn remove(&mut self, key: &IssuerKey, why: &'static str) {
         if let Some(e) = self.issuers.remove(key) {
-            e.probe.do_send(Stop);
-            e.auth.do_send(Stop);
+            for stop in &e.actors.stop {
+                stop.do_send(Stop);
+            }
             self.deps.metrics.issuer_ready.remove(&key.labels());
             self.enroller.gone.do_send(IssuerGone { key: key.clone() });
             info!(issuer = %key, uid = %e.uid, why, "issuer removed; its actors stopped");
@@ -83,31 +74,21 @@ impl Registry {
 
     fn start(&mut self, msg: IssuerUpserted, ctx: &mut Context<Self>) {
         info!(issuer = %msg.key, uid = %msg.uid, "issuer registered");
-        let auth = AuthActor::new(msg.key.clone(), self.deps.metrics.clone()).start();
-        let probe_auth = ProbeAuth {
-            handle: AuthHandle {
-                get: auth.clone().recipient(),
-                invalidate: auth.clone().recipient(),
-            },
-            credentials: auth.clone().recipient(),
+        let start = IssuerStart {
+            key: msg.key.clone(),
+            uid: msg.uid.clone(),
+            spec: msg.spec.clone(),
+            conditions: msg.conditions,
+            registry: ctx.address().recipient(),
         };
-        let probe = Probe::new(
-            (msg.key.clone(), msg.uid.clone()),
-            msg.spec.clone(),
-            msg.conditions,
-            probe_auth,
-            ctx.address().recipient(),
-            self.deps.clone(),
-        )
-        .start();
+        let actors = spawn_issuer(&self.deps, start);
         self.issuers.insert(
             msg.key,
             Entry {
                 uid: msg.uid,
                 spec: msg.spec,
                 generation: msg.generation,
-                auth,
-                probe,
+                actors,
                 checked: false,
                 ready: false,
                 supports_metadata: false,
@@ -144,7 +125,7 @@ impl Handler<IssuerUpserted> for Registry {
                 if e.generation != msg.generation || e.spec != msg.spec {
                     e.spec = msg.spec.clone();
                     e.generation = msg.generation;
-                    e.probe.do_send(CheckNow {
+                    e.actors.check.do_send(CheckNow {
                         force_write: false,
                         spec: msg.spec,
                         why: "spec changed",
@@ -213,7 +194,7 @@ impl Handler<ReferenceChanged> for Registry {
                 .any(|(k, ns, n)| *k == msg.kind && *ns == msg.namespace && *n == msg.name)
             {
                 debug!(issuer = %key, object = %format!("{} {}/{}", msg.kind, msg.namespace, msg.name), "referenced object changed");
-                e.probe.do_send(CheckNow {
+                e.actors.check.do_send(CheckNow {
                     force_write: false,
                     spec: e.spec.clone(),
                     why: "referenced Secret or ConfigMap changed",
@@ -228,7 +209,7 @@ impl Handler<LeadershipChanged> for Registry {
     fn handle(&mut self, msg: LeadershipChanged, _: &mut Context<Self>) {
         if msg.leading {
             for e in self.issuers.values() {
-                e.probe.do_send(CheckNow {
+                e.actors.check.do_send(CheckNow {
                     force_write: true,
                     spec: e.spec.clone(),
                     why: "became leader",
@@ -262,7 +243,7 @@ impl Handler<ResolveIssuer> for Registry {
                 spec: e.spec.clone(),
                 supports_metadata: e.supports_metadata,
                 connection: conn.clone(),
-                auth: e.auth_handle(),
+                auth: e.actors.auth.clone(),
             }),
             _ => Err(ResolveError::Unready),
         }
