@@ -9,7 +9,7 @@ use command_issuer::FIELD_MANAGER;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -120,7 +120,7 @@ impl Handler<WriteRequestStatus> for StatusWriter {
             let name = cr.metadata.name.clone().unwrap_or_default();
             let previous = cr.condition("Ready").cloned();
             let failure_time_set = cr.status.as_ref().is_some_and(|s| s.failure_time.is_some());
-            let body = status_apply(
+            let mut body = status_apply(
                 &name,
                 &ns,
                 &msg.outcome,
@@ -129,18 +129,29 @@ impl Handler<WriteRequestStatus> for StatusWriter {
                 &now_rfc3339(),
             );
             let api: Api<CertificateRequest> = Api::namespaced(client, &ns);
+            // Every write carries the version the outcome was decided on: if anyone else wrote
+            // the request meanwhile (a newer leader that issued it), the write is refused (409)
+            // instead of erasing their status, and the request is read again.
+            let mut version = cr.resource_version();
             if let CrOutcome::Held { request_id, .. } = &msg.outcome {
                 // Recorded before the status, so a crash in between still never re-enrolls.
-                let patch = serde_json::json!({"metadata": {"annotations": {REQUEST_ID_ANNOTATION: request_id.to_string()}}});
+                let patch = serde_json::json!({"metadata": {
+                    "annotations": {REQUEST_ID_ANNOTATION: request_id.to_string()},
+                    "resourceVersion": version,
+                }});
                 let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
                 let call = api.patch(&name, &pp, &patch);
-                bounded("the request-id patch", CALL_DEADLINE, call)
+                let patched = bounded("the request-id patch", CALL_DEADLINE, call)
                     .await
                     .map_err(|e| {
                         format!(
                             "recording Command request id on CertificateRequest {ns}/{name}: {e}"
                         )
                     })?;
+                version = patched.resource_version();
+            }
+            if let Some(v) = version {
+                body["metadata"]["resourceVersion"] = json!(v);
             }
             let pp = PatchParams::apply(FIELD_MANAGER).force();
             let apply = Patch::Apply(&body);

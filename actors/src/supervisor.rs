@@ -14,10 +14,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::apiserver::bounded_config;
 use crate::enroll::enroller::Enroller;
+use crate::enroll::lifecycle::Drain;
 use crate::enroll::EnrollContext;
 use crate::flags::{Flags, Settings};
 use crate::http::{self, Liveness, Readiness};
@@ -28,6 +29,9 @@ use crate::status_writer::StatusWriter;
 use crate::watch::issuers::{IssuerEvents, IssuerWatcher};
 use crate::watch::references::ReferenceWatcher;
 use crate::watch::requests::{RequestEvents, RequestWatcher};
+
+/// How long SIGTERM waits for attempts under way; the chart's grace period (30 s) is longer.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
 
 async fn kube_client(flags: &Flags) -> anyhow::Result<Client> {
     let config = match &flags.kubeconfig {
@@ -164,6 +168,12 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received; stopping"),
         _ = int.recv() => info!("SIGINT received; stopping"),
+    }
+    // Calls to Command already sent are let finish (and their answers written) so nothing is
+    // left uncertain, within the pod's grace period; then the process ends.
+    match tokio::time::timeout(DRAIN_DEADLINE, enroller.send(Drain)).await {
+        Ok(_) => info!("every attempt under way finished; exiting"),
+        Err(_) => warn!(deadline_secs = DRAIN_DEADLINE.as_secs(), "attempts still under way at the drain deadline; exiting (the next leader looks them up)"),
     }
     actix::System::current().stop();
     Ok(())

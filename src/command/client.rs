@@ -55,6 +55,23 @@ pub fn build_http_client(
         .finish())
 }
 
+/// The query `<field> -eq "<value>"`, refused when either could break out of its quotes or
+/// add a clause (the value may come from an object a user can edit).
+pub fn metadata_query(field: &str, value: &str) -> Result<String, CommandError> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+    };
+    if !plain(field) {
+        return Err(CommandError::Query(field.to_string()));
+    }
+    if !plain(value) {
+        return Err(CommandError::Query(value.to_string()));
+    }
+    Ok(format!("{field} -eq \"{value}\""))
+}
+
 /// Bound on one call (head and body) of a [`CommandClient`] not given one with
 /// [`CommandClient::with_timeout`]; the `--command-timeout` default.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -236,7 +253,7 @@ impl CommandClient {
         value: &str,
         auth: &SecretString,
     ) -> Result<Vec<CertificateSummary>, CommandError> {
-        let q = crate::auth::urlencode(&format!("{field} -eq \"{value}\""));
+        let q = crate::auth::urlencode(&metadata_query(field, value)?);
         self.get_json(&format!("/Certificates?pq.queryString={q}"), auth, false)
             .await
     }
@@ -477,5 +494,20 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.to_string(), "failed to append custom CA cert to pool");
+    }
+
+    #[test]
+    fn metadata_queries_cannot_be_broken_out_of() {
+        assert_eq!(
+            metadata_query("Controller-Reconcile-Id", "5f1c-9a").unwrap(),
+            "Controller-Reconcile-Id -eq \"5f1c-9a\""
+        );
+        for hostile in ["x\" OR CN -eq \"y", "a b", "", "x\\", "é"] {
+            assert_eq!(
+                metadata_query("Controller-Reconcile-Id", hostile),
+                Err(CommandError::Query(hostile.to_string()))
+            );
+        }
+        assert!(metadata_query("CN -eq 1 OR x", "v").is_err());
     }
 }

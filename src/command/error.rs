@@ -33,6 +33,11 @@ pub enum CommandError {
     /// The TLS client could not be set up from the CA bundle.
     #[error("{0}")]
     Tls(String),
+    /// A value to search for cannot be put in a Command query safely; nothing was sent.
+    #[error(
+        "refusing to query Command for {0:?}: only letters, digits and . _ : - are searched for"
+    )]
+    Query(String),
 }
 
 impl CommandError {
@@ -42,7 +47,7 @@ impl CommandError {
             Self::Transport { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             Self::Decode(_) => true,
-            Self::Tls(_) => false,
+            Self::Tls(_) | Self::Query(_) => false,
         }
     }
 
@@ -59,6 +64,19 @@ impl CommandError {
         }
     }
 
+    /// True when Command may have done the work although the answer says otherwise or was
+    /// lost: a broken connection after sending, an undecodable body, or a 502/503/504 from anything in front of
+    /// Command (a gateway that gave up waiting while Command completed the call). Such a call
+    /// is looked up before it is ever repeated.
+    pub fn is_uncertain(&self) -> bool {
+        match self {
+            // An answer that did not decode may be Command's success behind a broken proxy.
+            Self::Transport { .. } | Self::Decode(_) => true,
+            Self::Status { status, .. } => matches!(status, 502..=504),
+            Self::Tls(_) | Self::Query(_) => false,
+        }
+    }
+
     /// Short label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {
@@ -66,6 +84,39 @@ impl CommandError {
             Self::Status { .. } => "status",
             Self::Decode(_) => "decode",
             Self::Tls(_) => "tls",
+            Self::Query(_) => "query",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> CommandError {
+        CommandError::Status {
+            status: code,
+            reason: String::new(),
+            body: String::new(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn gateway_errors_and_lost_answers_are_uncertain() {
+        for code in [502, 503, 504] {
+            assert!(status(code).is_uncertain(), "{code}");
+        }
+        for code in [400, 401, 404, 429, 500] {
+            assert!(!status(code).is_uncertain(), "{code}");
+        }
+        let lost = CommandError::Transport {
+            method: "Post",
+            url: "u".into(),
+            cause: "reset".into(),
+        };
+        assert!(lost.is_uncertain());
+        assert!(CommandError::Decode("x".into()).is_uncertain());
+        assert!(!CommandError::Tls("x".into()).is_uncertain());
     }
 }

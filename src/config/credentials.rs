@@ -35,6 +35,26 @@ pub enum Credentials {
     Ambient,
 }
 
+impl Credentials {
+    /// Every value whose appearance in text must be redacted: the password or client secret,
+    /// and the Basic header payload built from it (a Command that echoes its request).
+    pub fn secret_values(&self) -> Vec<String> {
+        use base64::Engine;
+        use secrecy::ExposeSecret;
+        match self {
+            Self::Basic { username, password } => {
+                let pair = format!("{username}:{}", password.expose_secret());
+                vec![
+                    password.expose_secret().to_string(),
+                    base64::engine::general_purpose::STANDARD.encode(pair),
+                ]
+            }
+            Self::OAuth { client_secret, .. } => vec![client_secret.expose_secret().to_string()],
+            Self::Ambient => Vec::new(),
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -82,4 +82,7 @@ pub enum ConfigError {
     /// Sign configuration is incomplete after overrides.
     #[error("invalid signer config: {0}")]
     Signer(&'static str),
+    /// A custom metadata annotation names a predefined field.
+    #[error("invalid signer config: metadata annotation \"{0}\" names a field the controller sets itself; remove the annotation")]
+    ReservedMetadata(String),
 }

@@ -7,6 +7,17 @@ use crate::api::IssuerSpec;
 
 /// Prefix of the seven spec-override annotations.
 pub const ANNOTATION_PREFIX: &str = "command-issuer.keyfactor.com/";
+/// The predefined metadata fields the controller writes; custom metadata may not name them.
+pub const RESERVED_METADATA: [&str; 7] = [
+    "Controller-Namespace",
+    "Controller-Kind",
+    "Controller-Resource-Group-Name",
+    "Issuer-Name",
+    "Issuer-Namespace",
+    "Controller-Reconcile-Id",
+    "Certificate-Signing-Request-Namespace",
+];
+
 /// Prefix of custom metadata annotations.
 pub const METADATA_ANNOTATION_PREFIX: &str = "metadata.command-issuer.keyfactor.com/";
 
@@ -129,6 +140,17 @@ pub fn sign_config(
             })
             .collect(),
     };
+    if let Some(name) = c
+        .custom_metadata
+        .keys()
+        .find(|k| RESERVED_METADATA.iter().any(|r| r.eq_ignore_ascii_case(k)))
+    {
+        // The predefined fields are the controller's record of who enrolled (and its key for
+        // finding an interrupted enrollment again): a request may not write them.
+        return Err(ConfigError::ReservedMetadata(format!(
+            "{METADATA_ANNOTATION_PREFIX}{name}"
+        )));
+    }
     if c.pattern_id.is_some() {
         c.pattern_name = None;
     }
@@ -264,6 +286,22 @@ mod tests {
             )
             .unwrap_err();
             assert!(err.to_string().ends_with("invalid syntax"), "{v}: {err}");
+        }
+    }
+
+    #[test]
+    fn custom_metadata_cannot_set_the_predefined_fields() {
+        let spec = IssuerSpec {
+            certificate_template: Some("t".into()),
+            ..Default::default()
+        };
+        for name in ["Controller-Reconcile-Id", "issuer-name"] {
+            let key = format!("{METADATA_ANNOTATION_PREFIX}{name}");
+            let e = sign_config(&spec, &ann(&[(key.as_str(), "x")])).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid signer config: metadata annotation \"{key}\" names a field the controller sets itself; remove the annotation")
+            );
         }
     }
 }

@@ -2,9 +2,11 @@
 
 mod chain;
 mod csr;
+mod key_match;
 
 pub use chain::{split_chain, IssuedChain};
 pub use csr::{parse_csr, CsrInfo, MAX_CSR_BYTES};
+pub use key_match::key_matches;
 
 /// Why a CSR or a returned chain is unusable; texts as upstream where users search for them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -38,6 +38,10 @@ pub enum RequestError {
     /// The certificate of an interrupted enrollment was found but not downloaded.
     #[error("failed to sign: recovering the certificate of an interrupted enrollment: {0}")]
     Recovering(String),
+    /// An earlier enrollment may have reached Command, and the issuer has no metadata fields to
+    /// look it up by: the request is enrolled again only once that call can no longer complete.
+    #[error("failed to sign: an earlier enrollment of this request may have reached Command and cannot be looked up, because the issuer does not have SupportsMetadata=True; it is enrolled again once that call can no longer complete, which may leave a second certificate in Command. Create the command-issuer metadata fields in Command so such enrollments are found instead")]
+    Unverifiable,
     /// Command could not be asked whether an interrupted enrollment completed.
     #[error("failed to sign: looking up an interrupted enrollment in Command: {0}")]
     Lookup(String),
@@ -92,6 +96,11 @@ mod tests {
             (
                 RequestError::Lookup("503".into()),
                 "failed to sign: looking up an interrupted enrollment in Command: 503",
+                Retry::Backoff,
+            ),
+            (
+                RequestError::Unverifiable,
+                "failed to sign: an earlier enrollment of this request may have reached Command and cannot be looked up, because the issuer does not have SupportsMetadata=True; it is enrolled again once that call can no longer complete, which may leave a second certificate in Command. Create the command-issuer metadata fields in Command so such enrollments are found instead",
                 Retry::Backoff,
             ),
             (

@@ -90,6 +90,15 @@ pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
             return Gate::Final;
         }
     }
+    if condition(cr, "Denied").is_some_and(|c| c.status == "True") {
+        return Gate::Denied;
+    }
+    if check_approval && !is_approved(cr) {
+        return Gate::AwaitingApproval;
+    }
+    // Only now: the request-id annotation is writable by anyone who can edit the request, so it
+    // is honoured for approved requests only (and what it leads to is adopted only when the
+    // certificate's public key is the CSR's).
     if let Some(id) = cr
         .metadata
         .annotations
@@ -106,12 +115,7 @@ pub fn gate(cr: &CertificateRequest, check_approval: bool) -> Gate {
             };
         }
     }
-    if condition(cr, "Denied").is_some_and(|c| c.status == "True") {
-        return Gate::Denied;
-    }
-    if check_approval && !is_approved(cr) {
-        return Gate::AwaitingApproval;
-    }
+
     let intent = cr
         .metadata
         .annotations
@@ -267,5 +271,16 @@ mod tests {
                 request_id: 5
             }
         );
+    }
+
+    #[test]
+    fn the_approval_gate_runs_before_any_annotation_is_honoured() {
+        let ids = Some([(REQUEST_ID_ANNOTATION.to_string(), "5".to_string())].into());
+        let mut unapproved = cr(GROUP, Some("Issuer"), &[("Ready", "False", "Pending")]);
+        unapproved.metadata.annotations = ids.clone();
+        assert_eq!(gate(&unapproved, true), Gate::AwaitingApproval);
+        let mut denied = cr(GROUP, Some("Issuer"), &[("Denied", "True", "x")]);
+        denied.metadata.annotations = ids;
+        assert_eq!(gate(&denied, true), Gate::Denied);
     }
 }

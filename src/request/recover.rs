@@ -18,10 +18,12 @@ use crate::api::CertificateRequest;
 /// could still be under way.
 pub const INTENT_TIME_ANNOTATION: &str = "command-issuer.keyfactor.com/enrollment-intent-time";
 
-/// How long after sending an enrollment Command may still complete it: the call timeout (we
-/// were waiting that long at most) and as much again for a Command that overran it.
+/// How long after recording the intent an enrollment may still complete in Command, counted
+/// from the last moment a call could have been sent: the first call (up to the timeout), a
+/// token refresh after a 401 (up to the timeout) and the one retried call (up to the timeout),
+/// and as much again as one call for a Command that overran it.
 pub fn recovery_settle(call_timeout: Duration) -> Duration {
-    call_timeout.saturating_mul(2)
+    call_timeout.saturating_mul(4)
 }
 
 /// The recorded send time of the intent's enrollment; `None` when absent or unreadable (an
@@ -68,15 +70,15 @@ mod tests {
     #[test]
     fn waits_until_the_enrollment_can_no_longer_land() {
         let settle = recovery_settle(Duration::from_secs(30));
-        assert_eq!(settle, Duration::from_secs(60));
+        assert_eq!(settle, Duration::from_secs(120));
         let sent = Some(at("2026-06-03T12:00:00Z"));
         let wait = |now| recovery_wait(sent, at(now), settle);
-        assert_eq!(wait("2026-06-03T12:00:06Z"), Some(Duration::from_secs(54)));
+        assert_eq!(wait("2026-06-03T12:00:06Z"), Some(Duration::from_secs(114)));
         assert_eq!(
-            wait("2026-06-03T12:00:59.5Z"),
+            wait("2026-06-03T12:01:59.5Z"),
             Some(Duration::from_millis(500))
         );
-        assert_eq!(wait("2026-06-03T12:01:00Z"), None);
+        assert_eq!(wait("2026-06-03T12:02:00Z"), None);
         assert_eq!(wait("2026-06-03T13:00:00Z"), None);
         // A little clock skew still waits, but never longer than the settle time.
         assert_eq!(wait("2026-06-03T11:59:50Z"), Some(settle));

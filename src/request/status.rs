@@ -247,6 +247,29 @@ pub fn held_issued(pems: &[String], request_id: i64) -> CrOutcome {
     }
 }
 
+/// A certificate Command holds for a request that did not come from its enrollment answer
+/// (a held request's follow-up, an interrupted enrollment's lookup): the outcome when its leaf
+/// carries the CSR's public key, `Err(why)` when it belongs to another key and must not be
+/// adopted.
+pub fn adopt(pems: &[String], request_id: i64, csr_pem: &[u8]) -> Result<CrOutcome, String> {
+    let outcome = held_issued(pems, request_id);
+    let CrOutcome::Issued {
+        certificate_pem, ..
+    } = &outcome
+    else {
+        return Ok(outcome);
+    };
+    match crate::pki::key_matches(csr_pem, certificate_pem) {
+        Ok(true) => Ok(outcome),
+        Ok(false) => Err(format!(
+            "the certificate Command holds for request id {request_id} was issued for another public key than this request's CSR; it is not adopted"
+        )),
+        Err(e) => Err(format!(
+            "the certificate Command holds for request id {request_id} cannot be matched to this request's CSR: {e}"
+        )),
+    }
+}
+
 /// When retries of a request started counting: its approval, else its creation, else now.
 pub fn retry_origin(cr: &crate::api::CertificateRequest, now: jiff::Timestamp) -> jiff::Timestamp {
     cr.status
@@ -512,6 +535,31 @@ mod tests {
         assert_eq!(
             CrOutcome::Denied.event_note("op-2"),
             format!("{DENIED_MESSAGE} [op op-2]")
+        );
+    }
+
+    #[test]
+    fn a_certificate_is_adopted_only_for_the_csrs_key() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(vec![]).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_for = |key: &KeyPair| {
+            let p = CertificateParams::new(vec!["a.example.com".into()]).unwrap();
+            let csr = p.serialize_request(key).unwrap().pem().unwrap();
+            let cert = p.signed_by(key, &issuer).unwrap().pem();
+            (csr, cert)
+        };
+        let (mine, my_cert) = leaf_for(&KeyPair::generate().unwrap());
+        let (_, their_cert) = leaf_for(&KeyPair::generate().unwrap());
+        let adopted = adopt(&[my_cert, ca.pem()], 7, mine.as_bytes()).unwrap();
+        assert!(matches!(adopted, CrOutcome::Issued { request_id: 7, .. }));
+        let refused = adopt(&[their_cert, ca.pem()], 8, mine.as_bytes()).unwrap_err();
+        assert_eq!(
+            refused,
+            "the certificate Command holds for request id 8 was issued for another public key than this request's CSR; it is not adopted"
         );
     }
 }

@@ -371,7 +371,7 @@ if d:
     check(pod.get("automountServiceAccountToken") is False, f"{name}: pod automountServiceAccountToken false")
     check(pod.get("volumes") == [projected_volume()], f"{name}: projected token volume exact (got {pod.get('volumes')})")
     check(c.get("volumeMounts") == [TOKEN_MOUNT], f"{name}: token mount read-only at the SA path")
-    check(pod.get("terminationGracePeriodSeconds") == 10, f"{name}: terminationGracePeriodSeconds 10")
+    check(pod.get("terminationGracePeriodSeconds") == 30, f"{name}: terminationGracePeriodSeconds 30")
     check(pod.get("affinity") == DEFAULT_AFFINITY, f"{name}: default node affinity")
     check("priorityClassName" not in pod, f"{name}: no priorityClassName")
     check("imagePullSecrets" not in pod and "nodeSelector" not in pod and "tolerations" not in pod, f"{name}: no empty pod lists")

@@ -11,10 +11,11 @@ use command_issuer::command::CommandClient;
 use command_issuer::config::ConnectionConfig;
 use command_issuer::metrics::Metrics;
 use command_issuer::request::{
-    gate, give_up, retry_origin, AttemptEnd, CrOutcome, Gate, RequestError, INTENT_ANNOTATION,
+    after_empty_lookup, first_step, gate, give_up, intent_time, retry_origin, sanitize, AttemptEnd,
+    CrOutcome, Facts, Gate, RequestError, Step, INTENT_ANNOTATION,
 };
 use kube::{Api, Client, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{follow_up, recover, sign};
 use crate::apiserver::{bounded, CALL_DEADLINE};
@@ -54,6 +55,11 @@ pub struct Attempted {
     pub client: Option<(IssuerKey, CachedClient)>,
     /// Whether the enrollment call got Command's complete answer; `None` when none was sent.
     pub answered: Option<bool>,
+    /// The request as this attempt last wrote it (after the intent patch): the status write
+    /// carries its version.
+    pub fresh: Option<Box<CertificateRequest>>,
+    /// Credential values to redact from what is written.
+    pub secrets: Vec<String>,
 }
 
 impl Attempted {
@@ -63,6 +69,8 @@ impl Attempted {
             written: false,
             client: None,
             answered: None,
+            fresh: None,
+            secrets: Vec::new(),
         }
     }
 }
@@ -106,6 +114,8 @@ pub async fn attempt(
     else {
         return res;
     };
+    let cr = res.fresh.take().unwrap_or(cr);
+    let outcome = sanitize(outcome, &std::mem::take(&mut res.secrets));
     let now = jiff::Timestamp::now();
     let outcome = give_up(
         outcome,
@@ -144,7 +154,7 @@ async fn decide(
     cached: Option<CachedClient>,
     answered: bool,
 ) -> Attempted {
-    let (kind, name, held, previous) = match gate(cr, ctx.settings.check_approval) {
+    let (kind, name, held, intent) = match gate(cr, ctx.settings.check_approval) {
         Gate::NotOurs | Gate::Final | Gate::AwaitingApproval => {
             return Attempted::end(AttemptEnd::Nothing)
         }
@@ -156,9 +166,9 @@ async fn decide(
             kind,
             name,
             request_id,
-        } => (kind, name, Some(request_id), None),
-        Gate::Sign { kind, name } => (kind, name, None, None),
-        Gate::Recover { kind, name, op_id } => (kind, name, None, Some(op_id)),
+        } => (kind, name, Some(request_id), false),
+        Gate::Sign { kind, name } => (kind, name, None, false),
+        Gate::Recover { kind, name, .. } => (kind, name, None, true),
     };
     let issuer = IssuerKey {
         kind,
@@ -199,24 +209,46 @@ async fn decide(
         metrics: &ctx.metrics,
         op_id: Some(op_id),
     };
-    let mut res = match (held, previous) {
-        (Some(request_id), _) => follow_up::follow_up(op_id, key, request_id, &calls).await,
-        (None, Some(previous)) => {
-            let look = recover::Lookup {
-                op_id,
-                key,
-                previous: &previous,
-                answered,
-                settle: ctx.settings.command_timeout,
-            };
-            match recover::lookup(&snap, cr, look, &calls).await {
+    let facts = Facts {
+        held,
+        intent,
+        intent_time: intent_time(cr),
+        answered,
+        supports_metadata: snap.supports_metadata,
+        call_timeout: ctx.settings.command_timeout,
+    };
+    let uid = cr.metadata.uid.clone().unwrap_or_default();
+    let mut res = match first_step(&facts, jiff::Timestamp::now()) {
+        Step::FollowUp(request_id) => {
+            let csr = &cr.spec.request.0;
+            follow_up::follow_up(op_id, key, request_id, csr, &calls).await
+        }
+        Step::Enroll => sign_it(ctx, op_id, key, cr, &snap, &calls).await,
+        Step::WaitUnverifiable(left) => {
+            warn!(op_id, request = %key, look_again_in_secs = left.as_secs_f64(), "an earlier attempt may have reached Command, and without SupportsMetadata it cannot be looked up; enrolling again once it can no longer complete");
+            write(RequestError::Unverifiable)
+        }
+        // Looked up by our own key, the request's uid, whatever the intent annotation says.
+        Step::LookUp | Step::LookAgain(_) => {
+            match recover::lookup(op_id, key, &uid, cr, &calls).await {
                 Some(done) => done,
-                None => sign_it(ctx, op_id, key, cr, &snap, &calls).await,
+                None => match after_empty_lookup(&facts, jiff::Timestamp::now()) {
+                    Step::LookAgain(wait) => {
+                        // Its answer was lost, and Command may still be completing it: enrolling
+                        // now could make a second certificate.
+                        info!(op_id, request = %key, look_again_in_secs = wait.as_secs_f64(), "an interrupted enrollment left no certificate in Command yet; looking again before enrolling");
+                        Attempted::end(AttemptEnd::LookAgain(wait))
+                    }
+                    _ => {
+                        info!(op_id, request = %key, "an interrupted enrollment left no certificate in Command; enrolling");
+                        sign_it(ctx, op_id, key, cr, &snap, &calls).await
+                    }
+                },
             }
         }
-        (None, None) => sign_it(ctx, op_id, key, cr, &snap, &calls).await,
     };
     res.client = fresh;
+    res.secrets = snap.connection.credentials.secret_values();
     res
 }
 
@@ -232,4 +264,45 @@ async fn sign_it(
         Ok(prepared) => sign::enroll(ctx, op_id, key, cr, snap, prepared, calls).await,
         Err(e) => write(e),
     }
+}
+
+/// Writes an outcome again whose earlier write failed (Command's certificate, or the id of a
+/// request Command holds): nothing is sent to Command. Skipped when the request is gone or
+/// already final (another writer finished it).
+pub async fn write_again(
+    ctx: EnrollContext,
+    op_id: String,
+    key: CrKey,
+    outcome: CrOutcome,
+) -> Attempted {
+    let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let cr = match bounded(
+        "a read of the request",
+        CALL_DEADLINE,
+        api.get_opt(&key.name),
+    )
+    .await
+    {
+        Ok(Some(c)) => Box::new(c),
+        Ok(None) => return Attempted::end(AttemptEnd::Nothing),
+        Err(e) => {
+            warn!(op_id = %op_id, request = %key, error = %e, "re-reading request failed");
+            return Attempted::end(AttemptEnd::ReadFailed);
+        }
+    };
+    if gate(&cr, false) == Gate::Final {
+        return Attempted::end(AttemptEnd::Nothing);
+    }
+    let write = WriteRequestStatus {
+        op_id: op_id.clone(),
+        cr,
+        outcome: outcome.clone(),
+    };
+    let written = matches!(ctx.writer.send(write).await, Ok(Ok(())));
+    if !written {
+        warn!(op_id, request = %key, "writing Command's answer failed again; will retry the write");
+    }
+    let mut res = Attempted::end(AttemptEnd::write(outcome));
+    res.written = written;
+    res
 }

@@ -4,31 +4,33 @@
 //! next step with `command_issuer::request::next_step`.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, SpawnHandle, WrapFuture};
 use command_issuer::backoff::poll_delay;
-use command_issuer::request::{gate, next_step, Gate, Next};
+use command_issuer::request::{gate, next_step, AttemptEnd, CrOutcome, Gate, Next};
 use kube::ResourceExt;
 use tracing::{debug, info};
 
-use super::attempt::{attempt, Attempted, CachedClient, EnrollContext};
+use super::attempt::{attempt, write_again, Attempted, CachedClient, EnrollContext};
 use super::fair_queue::FairQueue;
 use super::track::{group_of, Group, State, Track};
 use crate::flags::CoreActor;
-use crate::messages::{
-    CrKey, Enroll, Forget, IssuerGone, IssuerKey, IssuerReady, LeadershipChanged, Ping,
-};
+use crate::messages::{CrKey, Enroll, Forget, IssuerGone, IssuerKey, IssuerReady};
 
 /// Requests being worked on while leading (never those already final), and the slots.
 pub struct Enroller {
-    ctx: EnrollContext,
-    tracked: HashMap<CrKey, Track>,
-    slots: FairQueue<Group, CrKey>,
-    polls: VecDeque<CrKey>,
-    polls_in_flight: usize,
-    clients: HashMap<IssuerKey, CachedClient>,
+    pub(super) ctx: EnrollContext,
+    pub(super) tracked: HashMap<CrKey, Track>,
+    pub(super) slots: FairQueue<Group, CrKey>,
+    pub(super) polls: VecDeque<CrKey>,
+    pub(super) polls_in_flight: usize,
+    pub(super) clients: HashMap<IssuerKey, CachedClient>,
+    /// SIGTERM: start nothing new; tell these when nothing runs any more.
+    pub(super) draining: Option<Vec<futures::channel::oneshot::Sender<()>>>,
 }
 
 impl Enroller {
@@ -43,10 +45,11 @@ impl Enroller {
             polls: VecDeque::new(),
             polls_in_flight: 0,
             clients: HashMap::new(),
+            draining: None,
         }
     }
 
-    fn leading(&self) -> bool {
+    pub(super) fn leading(&self) -> bool {
         self.ctx.leading.load(Ordering::SeqCst)
     }
 }
@@ -56,11 +59,6 @@ impl Actor for Enroller {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(65_536);
     }
-}
-
-impl Handler<Ping> for Enroller {
-    type Result = ();
-    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
 }
 
 impl Handler<Enroll> for Enroller {
@@ -101,6 +99,8 @@ impl Handler<Enroll> for Enroller {
                 timer: None,
                 cr: Some(msg.cr),
                 answered: false,
+                unwritten: None,
+                running: None,
             },
         );
         self.enqueue(key);
@@ -120,25 +120,6 @@ impl Handler<Forget> for Enroller {
                 ctx.cancel_future(h);
             }
         }
-    }
-}
-
-impl Handler<LeadershipChanged> for Enroller {
-    type Result = ();
-    fn handle(&mut self, msg: LeadershipChanged, ctx: &mut Context<Self>) {
-        if msg.leading {
-            info!("leading: enrollments start as the request watcher lists every request");
-            return;
-        }
-        // Nothing a standby keeps can be trusted later: the next leader starts from a list.
-        for (_, t) in self.tracked.drain() {
-            if let Some(h) = t.timer {
-                ctx.cancel_future(h);
-            }
-        }
-        self.slots.clear_queued();
-        self.polls.clear();
-        info!("not leading: every queued request dropped");
     }
 }
 
@@ -184,8 +165,16 @@ impl Enroller {
         }
     }
 
-    fn pump(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
         if !self.leading() {
+            return;
+        }
+        if let Some(waiting) = &mut self.draining {
+            if self.slots.in_flight() + self.polls_in_flight == 0 {
+                for tx in waiting.drain(..) {
+                    let _ = tx.send(());
+                }
+            }
             return;
         }
         while self.polls_in_flight < self.ctx.settings.pending_poll_concurrency {
@@ -217,19 +206,23 @@ impl Enroller {
             return false;
         }
         t.state = State::Running;
-        let cached = t.group.as_ref().and_then(|g| self.clients.get(g)).cloned();
-        let fut = attempt(
-            self.ctx.clone(),
-            t.op_id.clone(),
-            key.clone(),
-            t.cr.take(),
-            cached,
-            t.answered,
-        );
-        ctx.spawn(
+        let (op_id, k) = (t.op_id.clone(), key.clone());
+        let fut: Pin<Box<dyn Future<Output = Attempted>>> = match t.unwritten.clone() {
+            Some(outcome) => Box::pin(write_again(self.ctx.clone(), op_id, k, outcome)),
+            None => {
+                let cached = t.group.as_ref().and_then(|g| self.clients.get(g)).cloned();
+                let (cr, answered) = (t.cr.take(), t.answered);
+                Box::pin(attempt(self.ctx.clone(), op_id, k, cr, cached, answered))
+            }
+        };
+        let settle_key = key.clone();
+        let handle = ctx.spawn(
             fut.into_actor(self)
-                .map(move |res, act, ctx| act.settle(ctx, key, slot, res)),
+                .map(move |res, act, ctx| act.settle(ctx, settle_key, slot, res)),
         );
+        if let Some(t) = self.tracked.get_mut(&key) {
+            t.running = Some(handle);
+        }
         true
     }
 
@@ -247,7 +240,16 @@ impl Enroller {
                 t.answered = answered;
             }
             t.cr = None;
+            t.running = None;
             t.awaiting_issuer = false;
+            t.unwritten = match &res.end {
+                // What Command produced is kept until it is written, never enrolled again.
+                AttemptEnd::Write {
+                    outcome: o @ (CrOutcome::Issued { .. } | CrOutcome::Held { .. }),
+                    ..
+                } if !res.written => Some(o.clone()),
+                _ => None,
+            };
             let delay = match next_step(&res.end, res.written, t.attempts) {
                 Next::Forget => None,
                 Next::Retry(d) => {

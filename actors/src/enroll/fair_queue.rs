@@ -92,6 +92,7 @@ impl<G: Hash + Eq + Clone, K> FairQueue<G, K> {
     }
 
     /// Drops every queued key (in-flight counts stay until `done`).
+    #[cfg(test)]
     pub fn clear_queued(&mut self) {
         self.queues.clear();
         self.ring.clear();

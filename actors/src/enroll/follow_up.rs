@@ -1,7 +1,7 @@
 //! Follow-up of a request Command holds: its state, then the certificate it produced. Errors
 //! and "not yet" keep it held for the next poll; it is never enrolled again.
 
-use command_issuer::request::{follow_up_outcome, held_issued, AttemptEnd};
+use command_issuer::request::{adopt, follow_up_outcome, AttemptEnd, CrOutcome};
 use tracing::{info, warn};
 
 use super::attempt::Attempted;
@@ -12,11 +12,13 @@ fn hold() -> Attempted {
     Attempted::end(AttemptEnd::StillHeld)
 }
 
-/// One poll of the held request `request_id`.
+/// One poll of the held request `request_id`; its certificate is adopted only if it is for
+/// the key of `csr_pem` (the request id comes from an annotation a user could have written).
 pub async fn follow_up(
     op_id: &str,
     key: &CrKey,
     request_id: i64,
+    csr_pem: &[u8],
     calls: &CommandCalls<'_>,
 ) -> Attempted {
     let (w, _) = calls
@@ -56,7 +58,9 @@ pub async fn follow_up(
     match pems {
         Ok(pems) => {
             info!(op_id, request = %key, request_id, certificate_id = cert_id, "held request issued by Command; certificate downloaded");
-            Attempted::end(AttemptEnd::write(held_issued(&pems, request_id)))
+            let outcome = adopt(&pems, request_id, csr_pem)
+                .unwrap_or_else(|message| CrOutcome::Failed { message });
+            Attempted::end(AttemptEnd::write(outcome))
         }
         Err(e) => {
             warn!(op_id, request = %key, request_id, error = %e, "downloading the certificate failed; will retry");

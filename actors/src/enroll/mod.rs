@@ -6,6 +6,7 @@ pub use attempt::EnrollContext;
 pub mod enroller;
 mod fair_queue;
 mod follow_up;
+pub mod lifecycle;
 mod recover;
 mod sign;
 mod track;

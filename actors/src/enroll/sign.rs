@@ -106,12 +106,17 @@ pub async fn enroll(
     }
     let (pp, patch) = (PatchParams::default(), Patch::Merge(&intent));
     let call = api.patch(&key.name, &pp, &patch);
-    if let Err(e) = bounded("the enrollment-intent patch", CALL_DEADLINE, call).await {
-        if e.is_conflict() {
+    let patched = match bounded("the enrollment-intent patch", CALL_DEADLINE, call).await {
+        Ok(p) => p,
+        Err(e) if e.is_conflict() => {
             info!(op_id, request = %key, "the request changed since it was read; reading it again before enrolling");
             return Attempted::end(AttemptEnd::Conflict);
         }
-        return pending(RequestError::RecordIntent(e.to_string()), false, None);
+        Err(e) => return pending(RequestError::RecordIntent(e.to_string()), false, None),
+    };
+    if !ctx.leading.load(std::sync::atomic::Ordering::SeqCst) {
+        // Deposed while recording the intent: the next leader looks this request up.
+        return Attempted::end(AttemptEnd::Nothing);
     }
     let now = jiff::Timestamp::now().to_string();
     let body = enrollment_body(csr_pem, &sign, pattern_id, predefined, now);
@@ -122,12 +127,10 @@ pub async fn enroll(
             c.enroll_csr(body, &h).await
         })
         .await;
-    // A status or an undecodable body is Command's complete answer; a transport error may have
-    // lost an answer to an enrollment Command still completes.
-    let answered = !matches!(
-        result,
-        Err(CallError::Command(CommandError::Transport { .. }))
-    );
+    let answered = match &result {
+        Err(CallError::Command(e)) => !e.is_uncertain(),
+        _ => true,
+    };
     let mut res = match result {
         Ok(resp) => {
             let info = &resp.certificate_information;
@@ -155,5 +158,6 @@ pub async fn enroll(
         }
     };
     res.answered = Some(answered);
+    res.fresh = Some(Box::new(patched));
     res
 }

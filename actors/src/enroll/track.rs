@@ -36,6 +36,10 @@ pub struct Track {
     /// an undecodable body included), so Command is done with it and a lookup that finds
     /// nothing is final; after a lost answer it is not, until the enrollment has settled.
     pub answered: bool,
+    /// An outcome Command produced whose write failed: written again, never enrolled again.
+    pub unwritten: Option<command_issuer::request::CrOutcome>,
+    /// The attempt under way, cancelled if this process stops leading.
+    pub running: Option<SpawnHandle>,
 }
 
 /// The slot group of a request: the issuer its issuerRef names.

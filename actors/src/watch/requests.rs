@@ -109,7 +109,13 @@ impl StreamHandler<Result<Event<CertificateRequest>, watcher::Error>> for Reques
                 if matches!(g, Gate::NotOurs | Gate::Final | Gate::AwaitingApproval) {
                     return;
                 }
-                let op_id = uuid::Uuid::new_v4().to_string();
+                // The op id is the request's uid: a user cannot write it, every attempt and every
+                // process agree on it, and an operator can compute it from the object.
+                let op_id = cr
+                    .metadata
+                    .uid
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 info!(
                     op_id = %op_id, request = %format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any()),
                     resource_version = ?cr.resource_version(), issuer = %cr.spec.issuer_ref.name, gate = ?g, "watch event"

@@ -177,6 +177,35 @@ fn bearer(token: &str, config: &Config, ctx: BearerContext<'_>) -> Result<Identi
     })
 }
 
+/// The identity a request *presents*, without checking it, so every call (refused ones too) can
+/// be attributed to a caller in the request log: the Basic user name as sent (never the
+/// password), or the first of `sub`, `client_id`, `azp` of a bearer JWT's unverified payload.
+/// `None` without an `Authorization` header or when it names nobody.
+pub fn presented_caller(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credentials) = value.split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let user = decoded.split_once(':').map_or(decoded.as_str(), |(u, _)| u);
+        Some(user.to_string()).filter(|u| !u.is_empty())
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        let claims = crate::jwt::unverified_claims(credentials)?;
+        ["sub", "client_id", "azp"].iter().find_map(|k| {
+            claims
+                .get(*k)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        })
+    } else {
+        None
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -259,6 +288,31 @@ mod tests {
         let id = authenticate(&basic_header("plain:q"), &c).expect("plain user");
         assert!(id.role.is_none());
         assert!(!id.has_permission(None));
+    }
+
+    #[test]
+    fn presented_caller_names_user_or_token_subject_never_the_password() {
+        assert_eq!(
+            presented_caller(&basic_header("CORP\\u:secret")).as_deref(),
+            Some("CORP\\u")
+        );
+        // Wrong passwords and unknown users are still attributed.
+        assert_eq!(
+            presented_caller(&basic_header("nobody:x")).as_deref(),
+            Some("nobody")
+        );
+        assert_eq!(
+            presented_caller(&bearer_header(json!({"iss": IDP, "client_id": "c2"}), 60)).as_deref(),
+            Some("c2")
+        );
+        // Expired or not, the token still names its client.
+        assert_eq!(
+            presented_caller(&bearer_header(json!({"iss": IDP, "sub": "c1"}), 0)).as_deref(),
+            Some("c1")
+        );
+        assert_eq!(presented_caller(&HeaderMap::new()), None);
+        assert_eq!(presented_caller(&headers("Bearer abc")), None);
+        assert_eq!(presented_caller(&headers("Negotiate abc")), None);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Fault injection (`/_sim/faults`): rules that make the Command API (below the base path) or the
 //! token endpoints (`/_idp`, `/_entra`) answer late, with an error status, not at all, with a
-//! broken or non-JSON body, slowly, or that revoke every token minted so far.
+//! broken or non-JSON body, slowly, or that revoke every token minted so far; and rules where
+//! Command does the work but its client never learns it: the work is done and a gateway answers
+//! an error (`complete_then_status`), or the work completes seconds later while the answer is
+//! held back or dropped (`complete_late`).
 //!
 //! [`Faults::fire`] decides (synchronously, under a lock) whether a rule fires for a request and
 //! counts it; [`before`] and [`after`] apply the fired rule around the endpoint in
@@ -11,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -59,6 +62,14 @@ pub enum Kind {
     SlowBody,
     /// Revoke every token minted so far, then handle the request normally.
     ExpireTokens,
+    /// Run the endpoint (an enrollment is performed, recorded and findable), then answer
+    /// `status` instead of its answer, as a gateway that timed out in front of Command does.
+    CompleteThenStatus,
+    /// Run the endpoint at once (an enrollment is recorded and counted), but what it produced
+    /// becomes visible (`GET /Certificates`, download, follow-up) only `complete_after_ms` after
+    /// the request arrived; the answer goes out `latency_ms` after arrival (default:
+    /// `complete_after_ms`), or the connection is closed then instead (`drop_answer`).
+    CompleteLate,
 }
 
 impl Kind {
@@ -72,6 +83,8 @@ impl Kind {
             Kind::NonJson => "non_json",
             Kind::SlowBody => "slow_body",
             Kind::ExpireTokens => "expire_tokens",
+            Kind::CompleteThenStatus => "complete_then_status",
+            Kind::CompleteLate => "complete_late",
         }
     }
 }
@@ -88,10 +101,17 @@ pub struct Rule {
     pub path: Option<String>,
     /// What happens.
     pub kind: Kind,
-    /// Delay for `latency` and `slow_body`.
+    /// Delay for `latency` and `slow_body`; for `complete_late`, when the answer goes out
+    /// (counted from the request's arrival).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
-    /// Status for `status` (400–599).
+    /// `complete_late`: how long after the request arrived its result becomes visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete_after_ms: Option<u64>,
+    /// `complete_late`: close the connection without an answer instead of answering late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_answer: Option<bool>,
+    /// Status for `status` and `complete_then_status` (400–599).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// `Retry-After` seconds (default 1 for 429; other statuses only when given).
@@ -117,15 +137,26 @@ impl Rule {
             Kind::Latency | Kind::SlowBody if self.latency_ms.is_none() => {
                 return Err(format!("{} needs latency_ms", self.kind.name()))
             }
-            Kind::Status => match self.status {
+            Kind::Status | Kind::CompleteThenStatus => match self.status {
                 Some(400..=599) => {}
                 Some(s) => return Err(format!("status {s} is not 400..599")),
-                None => return Err("status needs status".into()),
+                None => return Err(format!("{} needs status", self.kind.name())),
             },
+            Kind::CompleteLate if self.complete_after_ms.is_none() => {
+                return Err("complete_late needs complete_after_ms".into())
+            }
             _ => {}
+        }
+        if self.kind != Kind::CompleteLate
+            && (self.complete_after_ms.is_some() || self.drop_answer.is_some())
+        {
+            return Err("complete_after_ms and drop_answer belong to complete_late".into());
         }
         if self.latency_ms.is_some_and(|ms| ms > 60_000) {
             return Err("latency_ms must be at most 60000".into());
+        }
+        if self.complete_after_ms.is_some_and(|ms| ms > 60_000) {
+            return Err("complete_after_ms must be at most 60000".into());
         }
         if self.count == Some(0) {
             return Err("count must be at least 1".into());
@@ -140,6 +171,12 @@ impl Rule {
             return Err("probability must be within 0..1".into());
         }
         Ok(())
+    }
+
+    /// For `complete_late`: how long after arrival what the endpoint produced becomes visible.
+    pub fn completes_after(&self) -> Option<Duration> {
+        (self.kind == Kind::CompleteLate)
+            .then(|| Duration::from_millis(self.complete_after_ms.unwrap_or(0)))
     }
 
     fn matches(&self, target: Target, path: &str) -> bool {
@@ -284,10 +321,7 @@ pub async fn before(state: &AppState, rule: &Rule, target: Target) -> Option<Htt
             None
         }
         Kind::Status => Some(status_response(state, rule, target)),
-        Kind::Reset => Some(
-            HttpResponse::Ok()
-                .body(FaultBody::new(BodySize::Stream, VecDeque::from([(Duration::ZERO, None)]))),
-        ),
+        Kind::Reset => Some(dropped_connection()),
         Kind::NonJson => Some(
             HttpResponse::Ok()
                 .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
@@ -296,16 +330,62 @@ pub async fn before(state: &AppState, rule: &Rule, target: Target) -> Option<Htt
                      <body><h1>Service Unavailable</h1><p>command-sim injected fault</p></body></html>",
                 ),
         ),
-        Kind::Truncate | Kind::SlowBody => None,
+        Kind::Truncate | Kind::SlowBody | Kind::CompleteThenStatus | Kind::CompleteLate => None,
     }
 }
 
+/// A connection closed before any response byte (the endpoint's answer, if any, discarded).
+fn dropped_connection() -> HttpResponse {
+    HttpResponse::Ok().body(FaultBody::new(
+        BodySize::Stream,
+        VecDeque::from([(Duration::ZERO, None)]),
+    ))
+}
+
+/// A gateway's error page (HTML, as load balancers answer), for `complete_then_status`.
+fn gateway_response(rule: &Rule) -> HttpResponse {
+    let status = rule
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::GATEWAY_TIMEOUT);
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut resp = HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .body(format!(
+            "<html><head><title>{title}</title></head><body><h1>{title}</h1>\
+             <p>command-sim injected fault: the request was completed upstream</p></body></html>"
+        ));
+    if let Some(secs) = rule.retry_after_secs {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
 /// Applies the part of a fired rule that changes the endpoint's answer (`truncate`,
-/// `slow_body`); other kinds return `resp` unchanged.
-pub async fn after(rule: Option<&Rule>, resp: HttpResponse) -> HttpResponse {
+/// `slow_body`, `complete_then_status`, `complete_late`); other kinds return `resp` unchanged.
+/// `arrived` is when the request came in (`complete_late` times its answer from it).
+pub async fn after(rule: Option<&Rule>, arrived: Instant, resp: HttpResponse) -> HttpResponse {
     let Some(rule) = rule else { return resp };
-    if !matches!(rule.kind, Kind::Truncate | Kind::SlowBody) {
-        return resp;
+    match rule.kind {
+        Kind::CompleteThenStatus => return gateway_response(rule),
+        Kind::CompleteLate => {
+            let answer_at = rule.latency_ms.or(rule.complete_after_ms).unwrap_or(0);
+            let due = arrived + Duration::from_millis(answer_at);
+            actix_rt::time::sleep_until(due.into()).await;
+            return if rule.drop_answer == Some(true) {
+                dropped_connection()
+            } else {
+                resp
+            };
+        }
+        Kind::Truncate | Kind::SlowBody => {}
+        _ => return resp,
     }
     let (mut resp, body) = resp.into_parts();
     let bytes = match actix_web::body::to_bytes(body).await {
@@ -501,8 +581,36 @@ mod tests {
             json!([{"target": "api", "kind": "reset", "probability": 2.0}]),
             json!([{"target": "api", "kind": "nope"}]),
             json!([{"target": "api", "kind": "reset", "extra": 1}]),
+            json!([{"target": "api", "kind": "complete_then_status"}]),
+            json!([{"target": "api", "kind": "complete_then_status", "status": 200}]),
+            json!([{"target": "api", "kind": "complete_late"}]),
+            json!([{"target": "api", "kind": "complete_late", "complete_after_ms": 60001}]),
+            json!([{"target": "api", "kind": "status", "status": 504, "drop_answer": true}]),
+            json!([{"target": "api", "kind": "latency", "latency_ms": 1, "complete_after_ms": 1}]),
         ] {
             assert!(f.replace(&rule(bad.clone())).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn completion_faults_fire_like_the_others() {
+        let f = Faults::default();
+        f.replace(&rule(json!([
+            {"target": "api", "path": "/Enrollment/CSR", "kind": "complete_late",
+             "complete_after_ms": 5000, "latency_ms": 9000, "count": 1},
+            {"target": "api", "path": "/Enrollment/CSR", "kind": "complete_then_status",
+             "status": 504, "every": 2}
+        ])))
+        .expect("valid");
+        let m = Method::POST;
+        let late = f.fire(Target::Api, &m, "/Enrollment/CSR").expect("fires");
+        assert_eq!(late.completes_after(), Some(Duration::from_secs(5)));
+        // Spent; the second rule fires on every second call it sees.
+        assert_eq!(f.fire(Target::Api, &m, "/Enrollment/CSR"), None);
+        let gw = f.fire(Target::Api, &m, "/Enrollment/CSR").expect("fires");
+        assert_eq!((gw.kind, gw.completes_after()), (Kind::CompleteThenStatus, None));
+        assert_eq!(f.fire(Target::Api, &Method::GET, "/Certificates"), None);
+        let list = f.list();
+        assert_eq!((list[0].fired, list[1].seen, list[1].fired), (1, 2, 1));
     }
 }

@@ -255,11 +255,11 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         entra::handle(&state, &req, &body)
     } else {
         match sub_path {
-            Some(sub_path) => api::handle(&state, &req, &body, sub_path),
+            Some(sub_path) => api::handle(&state, &req, &body, sub_path, fault.as_ref()),
             None => empty_response(StatusCode::NOT_FOUND, &state.product_version),
         }
     };
-    let resp = faults::after(fault.as_ref(), resp).await;
+    let resp = faults::after(fault.as_ref(), started, resp).await;
     if !is_gce && !is_admin && !is_token {
         state.logs().push_request(RequestRecord {
             seq: 0,
@@ -268,6 +268,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             path: path.to_string(),
             query: req.query_string().to_string(),
             headers: redacted_headers(&req),
+            caller: crate::auth::presented_caller(req.headers()),
             body: String::from_utf8_lossy(&body).into_owned(),
             status: resp.status().as_u16(),
             fault: fault.as_ref().map(|r| r.kind.name().to_string()),

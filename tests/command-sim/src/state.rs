@@ -51,12 +51,29 @@ pub struct EnrollmentRecord {
     pub certificate: Option<String>,
     /// `IncludeChain` of the request (kept to answer a later follow-up the same way).
     pub include_chain: bool,
+    /// Kind of the fault rule (`/_sim/faults`) that fired for the enrollment call, if any.
+    pub fault: Option<String>,
+    /// When what the enrollment produced becomes visible to `GET /Certificates`, the download
+    /// and the follow-up (RFC 3339; a `complete_late` fault); `None` = at once.
+    pub completes_at: Option<String>,
+    /// [`EnrollmentRecord::completes_at`] on the monotonic clock.
+    #[serde(skip)]
+    pub visible_at: Option<std::time::Instant>,
     /// CSR DER, kept so a held request can be issued later.
     #[serde(skip)]
     pub csr_der: Vec<u8>,
     /// SANs from the request body, kept so a held request can be issued later.
     #[serde(skip)]
     pub extra_sans: Vec<rcgen::SanType>,
+}
+
+impl EnrollmentRecord {
+    /// True once Command has finished the enrollment (always, unless a `complete_late` fault
+    /// delays it): only then can it be found, followed up or downloaded.
+    pub fn is_complete(&self) -> bool {
+        self.visible_at
+            .is_none_or(|t| std::time::Instant::now() >= t)
+    }
 }
 
 /// One API request as received (admin API `GET /_sim/requests`).
@@ -74,6 +91,9 @@ pub struct RequestRecord {
     pub query: String,
     /// Headers, names lower-cased, repeated values joined by `, `; `authorization` redacted.
     pub headers: BTreeMap<String, String>,
+    /// Identity the `Authorization` header presents (Basic user name, or the bearer token's
+    /// `sub`/`client_id`/`azp`), checked or not; `None` without one. Never a secret.
+    pub caller: Option<String>,
     /// Body as UTF-8 (lossy).
     pub body: String,
     /// Status the simulator answered.

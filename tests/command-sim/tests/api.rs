@@ -665,13 +665,43 @@ async fn enrollment_count_per_csr_and_request_log() {
     assert_eq!(first["path"], "/KeyfactorAPI/Enrollment/CSR");
     assert_eq!(first["status"], 200);
     assert_eq!(first["headers"]["authorization"], "<redacted>");
+    assert_eq!(
+        first["caller"], "command-issuer",
+        "the Basic user is recorded"
+    );
     assert_eq!(first["headers"]["x-certificateformat"], "PEM");
     assert!(first["body"]
         .as_str()
         .unwrap_or("")
         .contains("\"EnrollmentPatternId\":1"));
+    // A refused call is still attributed to the user it presents; no header, no caller.
+    let refused = sim
+        .send(
+            Method::GET,
+            "/KeyfactorAPI/Status/Endpoints",
+            Some(("CORP\\issuer", "wrong")),
+            &[REQUESTED_WITH],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+    let anonymous = sim
+        .send(
+            Method::GET,
+            "/KeyfactorAPI/Status/Endpoints",
+            None,
+            &[REQUESTED_WITH],
+            None,
+        )
+        .await;
+    assert_eq!(anonymous.status, 401);
+    let requests = sim.admin(Method::GET, "/_sim/requests").await;
+    let n = requests.as_array().expect("array").len();
+    assert_eq!(requests[n - 2]["caller"], "CORP\\issuer");
+    assert_eq!(requests[n - 1]["caller"], Value::Null);
     let text = requests.to_string();
     assert!(!text.contains("sim-password-1"));
+    assert!(!text.contains("wrong"), "no password in the request log");
 
     sim.admin(Method::POST, "/_sim/reset").await;
     let after = sim

@@ -384,3 +384,200 @@ async fn expire_tokens_invalidates_earlier_bearer_tokens() {
         "rule spent"
     );
 }
+
+impl Sim {
+    /// Enrolls `csr_pem` with `Controller-Reconcile-Id` = `op`, as the controller does with
+    /// SupportsMetadata.
+    async fn enroll_with_op(&self, csr_pem: &str, op: &str) -> Outcome {
+        let body = json!({
+            "CSR": csr_pem, "EnrollmentPatternId": 1, "IncludeChain": true,
+            "Metadata": {"Controller-Reconcile-Id": op}, "SANs": {},
+            "Timestamp": "2026-06-03T12:00:00Z"
+        });
+        self.send(
+            Method::POST,
+            "/KeyfactorAPI/Enrollment/CSR",
+            Self::basic(),
+            &[
+                REQUESTED_WITH,
+                ("x-certificateformat", "PEM"),
+                ("content-type", "application/json"),
+            ],
+            Some(body.to_string()),
+        )
+        .await
+    }
+
+    /// `GET /Certificates?pq.queryString=Controller-Reconcile-Id -eq "op"`: the ids found.
+    async fn find_by_op(&self, op: &str) -> Vec<i64> {
+        let path = format!(
+            "/KeyfactorAPI/Certificates?pq.queryString=Controller-Reconcile-Id%20-eq%20%22{op}%22"
+        );
+        let r = self
+            .send(Method::GET, &path, Self::basic(), &[REQUESTED_WITH], None)
+            .await
+            .done();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|c| c["Id"].as_i64().expect("Id"))
+            .collect()
+    }
+
+    /// `POST /Certificates/Download` of `id`: status and the PEM (empty unless 200).
+    async fn download(&self, id: i64) -> (u16, String) {
+        let r = self
+            .send(
+                Method::POST,
+                "/KeyfactorAPI/Certificates/Download",
+                Self::basic(),
+                &[
+                    REQUESTED_WITH,
+                    ("x-certificateformat", "PEM"),
+                    ("content-type", "application/json"),
+                ],
+                Some(json!({"CertID": id, "IncludeChain": false}).to_string()),
+            )
+            .await
+            .done();
+        if r.status != 200 {
+            return (r.status, String::new());
+        }
+        use base64::Engine;
+        let content = r.json()["Content"].as_str().expect("Content").to_string();
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(content)
+            .expect("base64");
+        (200, String::from_utf8(pem).expect("PEM"))
+    }
+
+    /// The enrollment records of one CSR.
+    async fn records(&self, sha: &str) -> Vec<Value> {
+        let all = self.admin(Method::GET, "/_sim/enrollments", None).await.json();
+        all.as_array()
+            .expect("records")
+            .iter()
+            .filter(|r| r["csr_sha256"] == sha)
+            .cloned()
+            .collect()
+    }
+}
+
+#[actix_rt::test]
+async fn complete_then_status_enrolls_and_answers_a_gateway_error() {
+    let sim = Sim::start().await;
+    // Refused without a status, and complete_late's fields do not belong to it.
+    for bad in [
+        json!([{"target": "api", "kind": "complete_then_status"}]),
+        json!([{"target": "api", "kind": "complete_then_status", "status": 504, "complete_after_ms": 5}]),
+    ] {
+        let r = sim
+            .admin(Method::POST, "/_sim/faults", Some(bad.clone()))
+            .await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    sim.set_faults(json!([{"target": "api", "path": "/Enrollment/CSR",
+        "kind": "complete_then_status", "status": 504, "count": 1}]))
+    .await;
+    let (pem, sha) = csr("complete-504.example.com");
+    let r = sim.enroll_with_op(&pem, "op-504").await.done();
+    assert_eq!(r.status, 504);
+    assert!(r.content_type.starts_with("text/html"), "{}", r.content_type);
+    assert!(String::from_utf8_lossy(&r.body).contains("504 Gateway Timeout"));
+    // Command did the work: one enrollment, issued, findable by its metadata and downloadable.
+    let records = sim.records(&sha).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["disposition"], "ISSUED");
+    assert_eq!(records[0]["fault"], "complete_then_status");
+    assert!(records[0]["completes_at"].is_null());
+    let ids = sim.find_by_op("op-504").await;
+    assert_eq!(ids, vec![records[0]["keyfactor_id"].as_i64().expect("id")]);
+    let (status, leaf) = sim.download(ids[0]).await;
+    assert_eq!(status, 200);
+    assert_eq!(leaf, records[0]["certificate"].as_str().expect("certificate"));
+    // Spent: the next enrollment is answered normally.
+    let (pem2, sha2) = csr("complete-504-next.example.com");
+    assert_eq!(sim.enroll_with_op(&pem2, "op-next").await.done().status, 200);
+    assert_eq!(sim.enrollments(&sha2).await, 1);
+    assert_eq!(sim.fired().await, vec![1]);
+    let log = sim.admin(Method::GET, "/_sim/requests", None).await.json();
+    let enrolls: Vec<(u64, Option<&str>)> = log
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|r| r["path"] == "/KeyfactorAPI/Enrollment/CSR")
+        .map(|r| (r["status"].as_u64().expect("status"), r["fault"].as_str()))
+        .collect();
+    assert_eq!(
+        enrolls,
+        vec![(504, Some("complete_then_status")), (200, None)]
+    );
+}
+
+#[actix_rt::test]
+async fn complete_late_finishes_after_the_client_gave_up() {
+    // The client gives up after 1 s; Command finishes 1.5 s after the request arrived and
+    // would answer at 2.5 s.
+    let sim = Sim {
+        p: common::spawn(&common::default_config(), &[], Duration::from_secs(1)).await,
+    };
+    for bad in [
+        json!([{"target": "api", "kind": "complete_late"}]),
+        json!([{"target": "api", "kind": "complete_late", "complete_after_ms": 60001}]),
+        json!([{"target": "api", "kind": "latency", "latency_ms": 1, "drop_answer": true}]),
+    ] {
+        let r = sim
+            .admin(Method::POST, "/_sim/faults", Some(bad.clone()))
+            .await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    sim.set_faults(json!([{"target": "api", "path": "/Enrollment/CSR", "kind": "complete_late",
+        "complete_after_ms": 1500, "latency_ms": 2500, "count": 1}]))
+    .await;
+    let (pem, sha) = csr("complete-late.example.com");
+    let sent = Instant::now();
+    match sim.enroll_with_op(&pem, "op-late").await {
+        Outcome::Connection(e) => eprintln!("the late answer seen by the client as: {e}"),
+        other => panic!("expected the client to time out, got {other:?}"),
+    }
+    assert!(sent.elapsed() < Duration::from_millis(1500), "checked before completion");
+    // Recorded (it counts as an enrollment) but not finished: nothing to find or download.
+    let records = sim.records(&sha).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["fault"], "complete_late");
+    assert!(records[0]["completes_at"].is_string());
+    let id = records[0]["keyfactor_id"].as_i64().expect("id");
+    assert!(sim.find_by_op("op-late").await.is_empty());
+    assert_eq!(sim.download(id).await.0, 404);
+    actix_rt::time::sleep_until((sent + Duration::from_millis(1600)).into()).await;
+    assert_eq!(sim.find_by_op("op-late").await, vec![id]);
+    let (status, leaf) = sim.download(id).await;
+    assert_eq!(status, 200);
+    assert_eq!(leaf, records[0]["certificate"].as_str().expect("certificate"));
+    assert_eq!(sim.enrollments(&sha).await, 1);
+    assert_eq!(sim.fired().await, vec![1]);
+
+    // Or the connection is closed at the answer's time, after Command finished.
+    sim.set_faults(json!([{"target": "api", "path": "/Enrollment/CSR", "kind": "complete_late",
+        "complete_after_ms": 200, "latency_ms": 400, "drop_answer": true, "count": 1}]))
+    .await;
+    let (pem, sha) = csr("complete-late-dropped.example.com");
+    let sent = Instant::now();
+    match sim.enroll_with_op(&pem, "op-dropped").await {
+        Outcome::Connection(e) => eprintln!("the dropped answer seen by the client as: {e}"),
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(1),
+        "dropped after {waited:?}"
+    );
+    assert_eq!(sim.find_by_op("op-dropped").await.len(), 1);
+    assert_eq!(sim.enrollments(&sha).await, 1);
+    assert_eq!(sim.fired().await, vec![1]);
+    // Spent: answered at once.
+    let (pem, _) = csr("complete-late-next.example.com");
+    assert_eq!(sim.enroll_with_op(&pem, "op-next").await.done().status, 200);
+}

@@ -569,6 +569,58 @@ async fn expired_and_revoked_tokens_are_refused() {
     assert_eq!(sim.status_with(&after).await.status, 200, "new token works");
 }
 
+/// A lifetime beyond i64 (2^63 s) is answered verbatim as `expires_in` (clients must cope),
+/// the token itself still works, and Bearer calls are attributed to the client in the request log.
+#[actix_rt::test]
+async fn huge_lifetime_is_answered_verbatim_and_bearer_callers_are_recorded() {
+    const HUGE: u64 = 1 << 63;
+    let sim = Sim::default().await;
+    let r = sim
+        .admin_post(
+            "/_sim/oauth-clients/issuer-client/lifetime",
+            Some(json!({ "secs": HUGE })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["token_lifetime_secs"].as_u64(), Some(HUGE));
+    let r = sim
+        .token_basic("issuer-client", "oauth-secret-1", GRANT)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("\"expires_in\":9223372036854775808"),
+        "expires_in exactly 2^63: {}",
+        r.text()
+    );
+    let token = r.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let exp = b64_json(token.split('.').nth(1).expect("payload"))["exp"]
+        .as_i64()
+        .expect("exp is an integer");
+    assert!(exp > 1 << 61, "exp saturates far in the future: {exp}");
+    assert_eq!(sim.status_with(&token).await.status, 200, "token accepted");
+    let requests = sim.get("/_sim/requests").await.json();
+    let last = requests
+        .as_array()
+        .and_then(|a| a.last())
+        .expect("a record");
+    assert_eq!(last["caller"], "issuer-client");
+    assert_eq!(last["headers"]["authorization"], "<redacted>");
+
+    // Back to normal.
+    sim.admin_post(
+        "/_sim/oauth-clients/issuer-client/lifetime",
+        Some(json!({"secs": 3600})),
+    )
+    .await;
+    let r = sim
+        .token_basic("issuer-client", "oauth-secret-1", GRANT)
+        .await;
+    assert_eq!(r.json()["expires_in"], 3600);
+}
+
 #[actix_rt::test]
 async fn gce_metadata_server_identity_tokens() {
     let sim = Sim::start(default_config(), &["--gce-metadata-listen", "127.0.0.1:0"]).await;

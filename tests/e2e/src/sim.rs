@@ -256,3 +256,68 @@ impl Drop for Sim {
         }
     }
 }
+
+impl Sim {
+    /// Starts with a configuration given as JSON (e.g. the default one with extra users),
+    /// written to a temporary file that is removed once the simulator has read it.
+    pub async fn start_with_config_json(config: &Value) -> Result<Self> {
+        let dir = crate::paths::fresh_temp_dir("command-sim-config")?;
+        let path = dir.join("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(config)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let sim = Self::start(&path).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        sim
+    }
+
+    /// The default configuration (`tests/command-sim/config/default.json`) as JSON, to derive
+    /// a variant for [`Sim::start_with_config_json`].
+    pub fn default_config_json() -> Result<Value> {
+        let path = crate::paths::default_sim_config();
+        Ok(serde_json::from_str(&read(&path)?)?)
+    }
+
+    /// Every token request recorded (`GET /_sim/token-requests`).
+    pub async fn token_requests(&self) -> Result<Vec<Value>> {
+        self.http.get("/_sim/token-requests").await?.json()
+    }
+
+    /// API requests whose `Authorization` header presented `caller` (Basic user name or bearer
+    /// token subject), oldest first, to attribute calls to an issuer with its own credentials.
+    pub async fn requests_from(&self, caller: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .requests()
+            .await?
+            .into_iter()
+            .filter(|r| r["caller"] == caller)
+            .collect())
+    }
+
+    /// Sequence number of the newest recorded API request (0 when none), a mark to find the
+    /// requests that arrive after it.
+    pub async fn last_request_seq(&self) -> Result<u64> {
+        Ok(self
+            .requests()
+            .await?
+            .iter()
+            .filter_map(|r| r["seq"].as_u64())
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Sets `expires_in` (and the JWT lifetime) of tokens minted from now on for an OAuth
+    /// client (`POST /_sim/oauth-clients/{id}/lifetime`); any u64, e.g. 2^63.
+    pub async fn set_token_lifetime(&self, client_id: &str, secs: u64) -> Result<()> {
+        let r = self
+            .http
+            .post(
+                &format!("/_sim/oauth-clients/{client_id}/lifetime"),
+                Some(&serde_json::json!({ "secs": secs })),
+            )
+            .await?;
+        if r.status != 200 {
+            bail!("setting the token lifetime: {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
+}

@@ -297,6 +297,16 @@ static CASES: &[Case] = &[
         input: Input::Request { issuer: "cat-good", kind: "Issuer", annotations: &[(A_OWNER_ROLE_ID, "99999999999")], csr: Csr::Good, then: None },
     },
     Case {
+        name: "reserved-metadata-annotation",
+        on: On::Request,
+        symptom: "A custom metadata annotation names one of the predefined fields (e.g. `Controller-Reconcile-Id`)",
+        reason: "Pending",
+        message: "failed to build the signer: failed to create signer: invalid signer config: metadata annotation \"metadata.command-issuer.keyfactor.com/Controller-Reconcile-Id\" names a field the controller sets itself; remove the annotation",
+        event: "Pending",
+        fix: "Remove the annotation from the Certificate: the controller sets the predefined fields itself (they are how an interrupted enrollment is found again).",
+        input: Input::Request { issuer: "cat-good", kind: "Issuer", annotations: &[("metadata.command-issuer.keyfactor.com/Controller-Reconcile-Id", "x")], csr: Csr::Good, then: None },
+    },
+    Case {
         name: "unknown-pattern-name",
         on: On::Request,
         symptom: "`enrollmentPatternName` names no enrollment pattern in Command",

@@ -1,6 +1,6 @@
-//! Exactly one enrollment across a crash (design.md §3.1): the op id is recorded on the request
-//! before Command is called; a controller that finds such an intent without a result looks for
-//! the certificate that op id produced (its Controller-Reconcile-Id) before enrolling again.
+//! Exactly one enrollment across a crash: the intent is recorded on the request before Command
+//! is called; a controller that finds such an intent without a result looks for the certificate
+//! carrying the request's uid as Controller-Reconcile-Id before enrolling again.
 
 use std::time::Duration;
 
@@ -62,8 +62,6 @@ async fn an_interrupted_enrollment_is_recovered_not_repeated() -> Result<()> {
     install_example_issuer(&cp, &sim).await?;
 
     let (pem, der) = make_csr("crashed.example.com", &[])?;
-    enroll_directly(&sim, &pem, "op-before-crash").await?;
-    ensure!(sim.enrollment_count(&der).await? == 1);
     create_certificate_request(
         &client,
         "default",
@@ -74,6 +72,15 @@ async fn an_interrupted_enrollment_is_recovered_not_repeated() -> Result<()> {
         &[(INTENT, "op-before-crash")],
     )
     .await?;
+    // The earlier attempt's certificate carries the request's uid, the key the controller looks
+    // up by (the intent's value is only a marker a user could have written).
+    let uid = get_certificate_request(&client, "default", "crashed")
+        .await?
+        .metadata
+        .uid
+        .context("uid")?;
+    enroll_directly(&sim, &pem, &uid).await?;
+    ensure!(sim.enrollment_count(&der).await? == 1);
     approve(&client, "default", "crashed").await?;
     let (pem2, der2) = make_csr("never-reached.example.com", &[])?;
     create_certificate_request(

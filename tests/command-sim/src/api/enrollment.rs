@@ -13,6 +13,7 @@ use super::{ok, Answer};
 use crate::auth::Identity;
 use crate::config::{Ca, Config, EmulatedVersion, EnrollmentPattern, Mode, Role, Template};
 use crate::errors::{codes, ApiError};
+use crate::faults::Rule;
 use crate::pki::{self, hex_lower, CsrError, ParsedCsr};
 use crate::state::{now_rfc3339, AppState, EnrollmentRecord};
 
@@ -487,8 +488,9 @@ pub fn response_for(state: &AppState, record: &EnrollmentRecord) -> EnrollmentRe
     }
 }
 
-/// Handles `POST /Enrollment/CSR`.
-pub fn enroll(state: &AppState, body: &[u8], identity: &Identity) -> Answer {
+/// Handles `POST /Enrollment/CSR`; `fault` is the fault rule that fired for the call, if any
+/// (noted on the record; a `complete_late` rule delays when the result becomes visible).
+pub fn enroll(state: &AppState, body: &[u8], identity: &Identity, fault: Option<&Rule>) -> Answer {
     let config = &state.config;
     let req = parse_body(body)?;
     let csr = parse_csr(&req)?;
@@ -535,7 +537,18 @@ pub fn enroll(state: &AppState, body: &[u8], identity: &Identity) -> Answer {
         include_chain: req.include_chain.unwrap_or(false),
         csr_der: csr.der.clone(),
         extra_sans,
+        fault: fault.map(|r| r.kind.name().to_string()),
+        completes_at: None,
+        visible_at: None,
     };
+    if let Some(after) = fault.and_then(Rule::completes_after) {
+        record.visible_at = Some(std::time::Instant::now() + after);
+        let span = jiff::SignedDuration::try_from(after).unwrap_or_default();
+        record.completes_at = jiff::Timestamp::now()
+            .checked_add(span)
+            .ok()
+            .map(|t| t.to_string());
+    }
     {
         let mut logs = state.logs();
         record.request_id = logs.next_request_id();

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::auth::{self, Identity};
 use crate::config::{PERM_ENROLL_CSR, PERM_METADATA_READ, PERM_PATTERN_READ};
 use crate::errors::{codes, command_json, empty_response, ApiError};
+use crate::faults::Rule;
 use crate::state::AppState;
 
 /// What an endpoint handler returns on success: status and serialized JSON body.
@@ -228,8 +229,15 @@ fn check_headers(req: &HttpRequest, endpoint: Endpoint) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// Handles one request whose path is `sub_path` below the base path.
-pub fn handle(state: &AppState, req: &HttpRequest, body: &[u8], sub_path: &str) -> HttpResponse {
+/// Handles one request whose path is `sub_path` below the base path; `fault` is the fault rule
+/// that fired for it, if any (the enrollment endpoint records it).
+pub fn handle(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    sub_path: &str,
+    fault: Option<&Rule>,
+) -> HttpResponse {
     let version = state.product_version.as_str();
     let endpoint = match route(state, req.method(), sub_path) {
         RouteMatch::Found(e) => e,
@@ -260,7 +268,7 @@ pub fn handle(state: &AppState, req: &HttpRequest, body: &[u8], sub_path: &str) 
     };
     let answer = check_headers(req, endpoint)
         .and_then(|()| check_permission(&identity, endpoint))
-        .and_then(|()| run_endpoint(state, req, body, endpoint, &identity));
+        .and_then(|()| run_endpoint(state, req, body, endpoint, &identity, fault));
     match answer {
         Ok((status, body)) => HttpResponse::build(status)
             .insert_header(("Content-Type", "application/json; charset=utf-8"))
@@ -284,12 +292,13 @@ fn run_endpoint(
     body: &[u8],
     endpoint: Endpoint,
     identity: &Identity,
+    fault: Option<&Rule>,
 ) -> Answer {
     match endpoint {
         Endpoint::StatusEndpoints => status::endpoints(state),
         Endpoint::MetadataFields => metadata::list(state, req.query_string()),
         Endpoint::EnrollmentPatterns => patterns::list(state, req.query_string()),
-        Endpoint::EnrollmentCsr => enrollment::enroll(state, body, identity),
+        Endpoint::EnrollmentCsr => enrollment::enroll(state, body, identity, fault),
         Endpoint::WorkflowCertificate => {
             let id = req.path().trim_end_matches('/').rsplit('/').next();
             workflow::request_details(state, id.and_then(|s| s.parse().ok()).unwrap_or(0))

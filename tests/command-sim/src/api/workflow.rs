@@ -23,8 +23,15 @@ fn state_of(disposition: &str) -> (i64, &'static str) {
     }
 }
 
+/// The first enrollment Command has finished (see [`EnrollmentRecord::is_complete`]) for which
+/// `f` holds: one still under way cannot be found yet.
 fn find(state: &AppState, f: impl Fn(&EnrollmentRecord) -> bool) -> Option<EnrollmentRecord> {
-    state.logs().enrollments.iter().find(|r| f(r)).cloned()
+    state
+        .logs()
+        .enrollments
+        .iter()
+        .find(|r| r.is_complete() && f(r))
+        .cloned()
 }
 
 fn not_found(what: String) -> ApiError {
@@ -90,7 +97,8 @@ pub fn query(state: &AppState, query_string: &str) -> Answer {
         .logs()
         .enrollments
         .iter()
-        .filter(|r| r.keyfactor_id > 0 && r.certificate.is_some())
+        // Only what Command has finished: an enrollment still under way is not found yet.
+        .filter(|r| r.keyfactor_id > 0 && r.certificate.is_some() && r.is_complete())
         .filter(|r| match (&by_request, &by_metadata) {
             (Some(id), _) => r.request_id == *id,
             (None, Some((field, value))) => r.metadata.get(field) == Some(value),
