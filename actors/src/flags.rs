@@ -86,9 +86,9 @@ pub struct Flags {
     /// Go issuer compatibility: accepted, no effect (timestamps are RFC 3339).
     #[arg(long)]
     pub zap_time_encoding: Option<String>,
-    /// Enrollments in flight at once; throughput is at most this / Command's latency
-    /// (docs/benchmarks.md: 32 keeps 1000 requests at 500 ms under 30 s).
-    #[arg(long, default_value_t = 32)]
+    /// Enrollments in flight at once, all issuers together; one issuer gets at most
+    /// --per-issuer-concurrency of them, so the default leaves a second busy issuer as many.
+    #[arg(long, default_value_t = 48)]
     pub concurrency: usize,
     /// How long a request whose error cannot heal by itself (bad CSR, unknown template or
     /// pattern, policy 400) is retried after approval before it is marked Failed (Go duration).
@@ -278,7 +278,7 @@ mod tests {
         let s = f.settings().unwrap();
         assert_eq!(s.default_health_interval, Duration::from_secs(600));
         assert!(s.check_approval);
-        assert_eq!((s.concurrency, s.per_issuer_concurrency), (32, 24));
+        assert_eq!((s.concurrency, s.per_issuer_concurrency), (48, 24));
         assert_eq!(s.pending_poll_concurrency, 4);
         assert_eq!(s.debug_panic_in, None);
         let s = flags(&["--cluster-resource-namespace", "x", "--concurrency", "8"])

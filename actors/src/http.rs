@@ -187,4 +187,41 @@ mod tests {
         r.requests.store(true, Ordering::Relaxed);
         assert!(r.missing().is_empty());
     }
+
+    /// Answers pings; its first `Block` message blocks its thread for a while.
+    struct Pingable;
+    impl actix::Actor for Pingable {
+        type Context = actix::Context<Self>;
+    }
+    impl actix::Handler<Ping> for Pingable {
+        type Result = ();
+        fn handle(&mut self, _: Ping, _: &mut actix::Context<Self>) {}
+    }
+    #[derive(actix::Message)]
+    #[rtype(result = "()")]
+    struct Block;
+    impl actix::Handler<Block> for Pingable {
+        type Result = ();
+        fn handle(&mut self, _: Block, _: &mut actix::Context<Self>) {
+            std::thread::sleep(PING_DEADLINE * 2);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn liveness_names_the_actor_that_does_not_answer() {
+        use actix::Actor;
+        let alive = Pingable.start();
+        let arbiter = actix::Arbiter::new();
+        let stuck = Pingable::start_in_arbiter(&arbiter.handle(), |_| Pingable);
+        let l = Liveness {
+            actors: vec![
+                ("alive", alive.clone().recipient()),
+                ("stuck", stuck.clone().recipient()),
+            ],
+        };
+        assert!(l.dead().await.is_empty());
+        stuck.do_send(Block);
+        assert_eq!(l.dead().await, vec!["stuck"]);
+        arbiter.stop();
+    }
 }

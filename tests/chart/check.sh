@@ -382,7 +382,7 @@ if d:
     check(c["image"] == "keyfactor/command-cert-manager-issuer:0.1.0", f"{name}: image defaults to chart version (got {c['image']})")
     check(c["imagePullPolicy"] == "IfNotPresent", f"{name}: pullPolicy")
     check(c["command"] == ["/command-issuer"], f"{name}: command")
-    check(c["args"] == BASE_ARGS + ["--log-format=json", "--log-level=info", "--concurrency=32",
+    check(c["args"] == BASE_ARGS + ["--log-format=json", "--log-level=info", "--concurrency=48",
                                     "--per-issuer-concurrency=24", "--pending-poll-concurrency=4"], f"{name}: args exact (got {c['args']})")
     check(c["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": 8081}, "initialDelaySeconds": 15, "periodSeconds": 20, "timeoutSeconds": 5}, f"{name}: liveness probe")
     check(c["readinessProbe"] == {"httpGet": {"path": "/readyz", "port": 8081}, "initialDelaySeconds": 5, "periodSeconds": 10}, f"{name}: readiness probe")
@@ -531,7 +531,7 @@ check_objects(name, objs, expected_objects(FULL, sa=FULL, service_monitor=True))
 check_metrics_exposed(name, objs, FULL, 8080)
 d, pod, c = deployment(name, objs, FULL)
 if d:
-    check(c["args"] == base_args(":8080") + ["--log-format=json", "--log-level=info", "--concurrency=32",
+    check(c["args"] == base_args(":8080") + ["--log-format=json", "--log-level=info", "--concurrency=48",
                                     "--per-issuer-concurrency=24", "--pending-poll-concurrency=4"],
           f"{name}: args exact (got {c['args']})")
 

@@ -75,6 +75,29 @@ impl Attempted {
     }
 }
 
+/// The request as it is now; `Err` ends the attempt (deleted, or the read failed).
+async fn read(
+    ctx: &EnrollContext,
+    op_id: &str,
+    key: &CrKey,
+) -> Result<Box<CertificateRequest>, AttemptEnd> {
+    let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    match bounded(
+        "a read of the request",
+        CALL_DEADLINE,
+        api.get_opt(&key.name),
+    )
+    .await
+    {
+        Ok(Some(c)) => Ok(Box::new(c)),
+        Ok(None) => Err(AttemptEnd::Nothing),
+        Err(e) => {
+            warn!(op_id, request = %key, error = %e, "re-reading request failed");
+            Err(AttemptEnd::ReadFailed)
+        }
+    }
+}
+
 /// One attempt at the request `key`, starting from the watch copy `cr` when it is usable.
 pub async fn attempt(
     ctx: EnrollContext,
@@ -88,23 +111,10 @@ pub async fn attempt(
     // is often stale by now (already Issued): act on the current object instead.
     let cr = match cr.filter(|c| !c.annotations().contains_key(INTENT_ANNOTATION)) {
         Some(c) => c,
-        None => {
-            let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &key.namespace);
-            match bounded(
-                "a read of the request",
-                CALL_DEADLINE,
-                api.get_opt(&key.name),
-            )
-            .await
-            {
-                Ok(Some(c)) => Box::new(c),
-                Ok(None) => return Attempted::end(AttemptEnd::Nothing),
-                Err(e) => {
-                    warn!(op_id = %op_id, request = %key, error = %e, "re-reading request failed");
-                    return Attempted::end(AttemptEnd::ReadFailed);
-                }
-            }
-        }
+        None => match read(&ctx, &op_id, &key).await {
+            Ok(c) => c,
+            Err(end) => return Attempted::end(end),
+        },
     };
     let mut res = decide(&ctx, &op_id, &key, &cr, cached, answered).await;
     let AttemptEnd::Write {
@@ -226,7 +236,11 @@ async fn decide(
         Step::Enroll => sign_it(ctx, op_id, key, cr, &snap, &calls).await,
         Step::WaitUnverifiable(left) => {
             warn!(op_id, request = %key, look_again_in_secs = left.as_secs_f64(), "an earlier attempt may have reached Command, and without SupportsMetadata it cannot be looked up; enrolling again once it can no longer complete");
-            write(RequestError::Unverifiable)
+            // Said once on the request, then looked at again when the window ends.
+            Attempted::end(AttemptEnd::Write {
+                outcome: RequestError::Unverifiable.outcome(false),
+                retry_after: Some(left),
+            })
         }
         // Looked up by our own key, the request's uid, whatever the intent annotation says.
         Step::LookUp | Step::LookAgain(_) => {
@@ -275,20 +289,9 @@ pub async fn write_again(
     key: CrKey,
     outcome: CrOutcome,
 ) -> Attempted {
-    let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let cr = match bounded(
-        "a read of the request",
-        CALL_DEADLINE,
-        api.get_opt(&key.name),
-    )
-    .await
-    {
-        Ok(Some(c)) => Box::new(c),
-        Ok(None) => return Attempted::end(AttemptEnd::Nothing),
-        Err(e) => {
-            warn!(op_id = %op_id, request = %key, error = %e, "re-reading request failed");
-            return Attempted::end(AttemptEnd::ReadFailed);
-        }
+    let cr = match read(&ctx, &op_id, &key).await {
+        Ok(c) => c,
+        Err(end) => return Attempted::end(end),
     };
     if gate(&cr, false) == Gate::Final {
         return Attempted::end(AttemptEnd::Nothing);

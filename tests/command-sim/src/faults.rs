@@ -608,7 +608,10 @@ mod tests {
         // Spent; the second rule fires on every second call it sees.
         assert_eq!(f.fire(Target::Api, &m, "/Enrollment/CSR"), None);
         let gw = f.fire(Target::Api, &m, "/Enrollment/CSR").expect("fires");
-        assert_eq!((gw.kind, gw.completes_after()), (Kind::CompleteThenStatus, None));
+        assert_eq!(
+            (gw.kind, gw.completes_after()),
+            (Kind::CompleteThenStatus, None)
+        );
         assert_eq!(f.fire(Target::Api, &Method::GET, "/Certificates"), None);
         let list = f.list();
         assert_eq!((list[0].fired, list[1].seen, list[1].fired), (1, 2, 1));

@@ -455,7 +455,10 @@ impl Sim {
 
     /// The enrollment records of one CSR.
     async fn records(&self, sha: &str) -> Vec<Value> {
-        let all = self.admin(Method::GET, "/_sim/enrollments", None).await.json();
+        let all = self
+            .admin(Method::GET, "/_sim/enrollments", None)
+            .await
+            .json();
         all.as_array()
             .expect("records")
             .iter()
@@ -480,11 +483,15 @@ async fn complete_then_status_enrolls_and_answers_a_gateway_error() {
     }
     sim.set_faults(json!([{"target": "api", "path": "/Enrollment/CSR",
         "kind": "complete_then_status", "status": 504, "count": 1}]))
-    .await;
+        .await;
     let (pem, sha) = csr("complete-504.example.com");
     let r = sim.enroll_with_op(&pem, "op-504").await.done();
     assert_eq!(r.status, 504);
-    assert!(r.content_type.starts_with("text/html"), "{}", r.content_type);
+    assert!(
+        r.content_type.starts_with("text/html"),
+        "{}",
+        r.content_type
+    );
     assert!(String::from_utf8_lossy(&r.body).contains("504 Gateway Timeout"));
     // Command did the work: one enrollment, issued, findable by its metadata and downloadable.
     let records = sim.records(&sha).await;
@@ -496,10 +503,16 @@ async fn complete_then_status_enrolls_and_answers_a_gateway_error() {
     assert_eq!(ids, vec![records[0]["keyfactor_id"].as_i64().expect("id")]);
     let (status, leaf) = sim.download(ids[0]).await;
     assert_eq!(status, 200);
-    assert_eq!(leaf, records[0]["certificate"].as_str().expect("certificate"));
+    assert_eq!(
+        leaf,
+        records[0]["certificate"].as_str().expect("certificate")
+    );
     // Spent: the next enrollment is answered normally.
     let (pem2, sha2) = csr("complete-504-next.example.com");
-    assert_eq!(sim.enroll_with_op(&pem2, "op-next").await.done().status, 200);
+    assert_eq!(
+        sim.enroll_with_op(&pem2, "op-next").await.done().status,
+        200
+    );
     assert_eq!(sim.enrollments(&sha2).await, 1);
     assert_eq!(sim.fired().await, vec![1]);
     let log = sim.admin(Method::GET, "/_sim/requests", None).await.json();
@@ -533,8 +546,10 @@ async fn complete_late_finishes_after_the_client_gave_up() {
             .await;
         assert_eq!(r.status, 400, "{bad}");
     }
-    sim.set_faults(json!([{"target": "api", "path": "/Enrollment/CSR", "kind": "complete_late",
-        "complete_after_ms": 1500, "latency_ms": 2500, "count": 1}]))
+    sim.set_faults(
+        json!([{"target": "api", "path": "/Enrollment/CSR", "kind": "complete_late",
+        "complete_after_ms": 1500, "latency_ms": 2500, "count": 1}]),
+    )
     .await;
     let (pem, sha) = csr("complete-late.example.com");
     let sent = Instant::now();
@@ -542,7 +557,10 @@ async fn complete_late_finishes_after_the_client_gave_up() {
         Outcome::Connection(e) => eprintln!("the late answer seen by the client as: {e}"),
         other => panic!("expected the client to time out, got {other:?}"),
     }
-    assert!(sent.elapsed() < Duration::from_millis(1500), "checked before completion");
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "checked before completion"
+    );
     // Recorded (it counts as an enrollment) but not finished: nothing to find or download.
     let records = sim.records(&sha).await;
     assert_eq!(records.len(), 1);
@@ -555,13 +573,18 @@ async fn complete_late_finishes_after_the_client_gave_up() {
     assert_eq!(sim.find_by_op("op-late").await, vec![id]);
     let (status, leaf) = sim.download(id).await;
     assert_eq!(status, 200);
-    assert_eq!(leaf, records[0]["certificate"].as_str().expect("certificate"));
+    assert_eq!(
+        leaf,
+        records[0]["certificate"].as_str().expect("certificate")
+    );
     assert_eq!(sim.enrollments(&sha).await, 1);
     assert_eq!(sim.fired().await, vec![1]);
 
     // Or the connection is closed at the answer's time, after Command finished.
-    sim.set_faults(json!([{"target": "api", "path": "/Enrollment/CSR", "kind": "complete_late",
-        "complete_after_ms": 200, "latency_ms": 400, "drop_answer": true, "count": 1}]))
+    sim.set_faults(
+        json!([{"target": "api", "path": "/Enrollment/CSR", "kind": "complete_late",
+        "complete_after_ms": 200, "latency_ms": 400, "drop_answer": true, "count": 1}]),
+    )
     .await;
     let (pem, sha) = csr("complete-late-dropped.example.com");
     let sent = Instant::now();

@@ -203,3 +203,66 @@ pub fn issuer_spec(hostname: &str, overrides: serde_json::Value) -> serde_json::
     }
     base
 }
+
+/// An Issuer `name` in `ns` (namespace created if missing) pointed at `hostname` (the
+/// simulator, or a proxy in front of it), with Basic credentials of the default simulator
+/// configuration; its Secrets `<ns>-<name>-ca` and `<ns>-<name>-credentials` go to the controller
+/// namespace, where Issuer credentials are read from by default.
+pub async fn basic_issuer_in(
+    client: &Client,
+    sim: &Sim,
+    hostname: &str,
+    ns: &str,
+    name: &str,
+) -> Result<()> {
+    crate::k8s::ensure_namespace(client, CONTROLLER_NAMESPACE).await?;
+    crate::k8s::ensure_namespace(client, ns).await?;
+    let (ca_name, credentials_name) = (
+        format!("{ns}-{name}-ca"),
+        format!("{ns}-{name}-credentials"),
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+    let ca = json!({"metadata": {"name": ca_name}, "stringData": {"ca.crt": sim.tls_ca_pem()}});
+    let credentials = json!({"metadata": {"name": credentials_name}, "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": "command-issuer", "password": "sim-password-1"}});
+    for s in [ca, credentials] {
+        secrets
+            .create(&PostParams::default(), &serde_json::from_value(s)?)
+            .await?;
+    }
+    let mut spec = issuer_spec(hostname, json!({}));
+    spec["commandSecretName"] = json!(credentials_name);
+    spec["caSecretName"] = json!(ca_name);
+    let issuer = json!({"apiVersion": "command-issuer.keyfactor.com/v1alpha1", "kind": "Issuer",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec});
+    issuer_api(client, "Issuer", Some(ns))
+        .create(&PostParams::default(), &serde_json::from_value(issuer)?)
+        .await?;
+    Ok(())
+}
+
+/// Waits until an issuer has a condition `type_` with `status` (e.g. `SupportsMetadata`
+/// `False`); returns that condition.
+pub async fn wait_issuer_condition(
+    client: &Client,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value> {
+    let api = issuer_api(client, kind, ns);
+    crate::wait_for(timeout, &format!("{kind} {name} {type_}={status}"), || {
+        let api = api.clone();
+        async move {
+            let o = api.get(name).await.ok()?;
+            o.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == type_ && c["status"] == status)
+                .cloned()
+        }
+    })
+    .await
+}

@@ -21,6 +21,7 @@ pub mod sim;
 pub mod sweep;
 pub mod verify;
 pub mod wait;
+pub mod write_faults;
 
 pub use cert_manager::CertManager;
 pub use control_plane::{run_kubectl, ControlPlane, StartTimings};

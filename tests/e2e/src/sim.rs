@@ -321,3 +321,68 @@ impl Sim {
         Ok(())
     }
 }
+
+/// The metadata fields the controller fills itself; an issuer whose Command has all of them
+/// gets `SupportsMetadata=True` (product.md §11).
+pub const CONTROLLER_METADATA_FIELDS: [&str; 7] = [
+    "Controller-Namespace",
+    "Controller-Kind",
+    "Controller-Resource-Group-Name",
+    "Issuer-Name",
+    "Issuer-Namespace",
+    "Controller-Reconcile-Id",
+    "Certificate-Signing-Request-Namespace",
+];
+
+/// Lower-case hex SHA-256 of a CSR's DER, the key the simulator counts enrollments by.
+pub fn csr_sha256(csr_der: &[u8]) -> String {
+    Sha256::digest(csr_der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Sim {
+    /// Removes [`CONTROLLER_METADATA_FIELDS`] from a configuration (see
+    /// [`Sim::default_config_json`]), so issuers pointed at it get `SupportsMetadata=False`
+    /// and enrollments carry no `Controller-Reconcile-Id` to be found by.
+    pub fn remove_controller_metadata_fields(config: &mut Value) -> Result<()> {
+        let fields = config["metadata_fields"]
+            .as_array_mut()
+            .context("configuration without metadata_fields")?;
+        fields.retain(|f| {
+            !f["name"]
+                .as_str()
+                .is_some_and(|n| CONTROLLER_METADATA_FIELDS.contains(&n))
+        });
+        Ok(())
+    }
+
+    /// Adds a template `short_name` (a copy of the first template, id 99) whose requests Command
+    /// holds for approval (`mode: pending`) until `POST /_sim/enrollments/{id}/issue`.
+    pub fn add_held_template(config: &mut Value, short_name: &str) -> Result<()> {
+        let templates = config["templates"]
+            .as_array_mut()
+            .context("configuration without templates")?;
+        let mut held = templates
+            .first()
+            .cloned()
+            .context("configuration without a template")?;
+        held["id"] = serde_json::json!(99);
+        held["short_name"] = serde_json::json!(short_name);
+        held["mode"] = serde_json::json!("pending");
+        templates.push(held);
+        Ok(())
+    }
+
+    /// The enrollment records of one CSR (by the SHA-256 of its DER), oldest first.
+    pub async fn enrollments_of(&self, csr_der: &[u8]) -> Result<Vec<Value>> {
+        let sha = csr_sha256(csr_der);
+        Ok(self
+            .enrollments()
+            .await?
+            .into_iter()
+            .filter(|e| e["csr_sha256"] == sha.as_str())
+            .collect())
+    }
+}
