@@ -61,6 +61,22 @@ impl Handler<Ping> for StatusWriter {
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
 }
 
+/// Runs `write` while this process leads; gives up with an error once it does not.
+async fn while_leading(
+    leading: Arc<AtomicBool>,
+    write: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    let deposed = async {
+        while leading.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        r = write => r,
+        () = deposed => Err("not the leader any more: status write abandoned".to_string()),
+    }
+}
+
 fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .round(jiff::Unit::Second)
@@ -114,7 +130,8 @@ impl Handler<WriteRequestStatus> for StatusWriter {
         // Events in memory under load (issue #6).
         let recorder = Recorder::new(client.clone(), self.reporter.clone());
         let metrics = self.metrics.clone();
-        Box::pin(async move {
+        let leading = self.leading.clone();
+        let write = async move {
             let cr: &CertificateRequest = &msg.cr;
             let ns = cr.metadata.namespace.clone().unwrap_or_default();
             let name = cr.metadata.name.clone().unwrap_or_default();
@@ -191,7 +208,10 @@ impl Handler<WriteRequestStatus> for StatusWriter {
                 publish(&recorder, &cr.object_ref(&()), type_, reason, note, "Sign").await;
             }
             Ok(())
-        })
+        };
+        // A write under way is abandoned the moment this process stops leading: the attempt
+        // that asked for it was cancelled, and the next leader decides again.
+        Box::pin(while_leading(leading, write))
     }
 }
 
