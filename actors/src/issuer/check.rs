@@ -59,23 +59,33 @@ pub enum Stage {
 }
 
 /// The health check itself: read, authenticate, `GET /Status/Endpoints`, `GET /MetadataFields`.
+/// `reuse`: the connection resolved by an earlier check, used as it is instead of reading the
+/// Secrets again (the probe passes it only on quiet interval checks: a change of a referenced
+/// object triggers a check that reads them).
 pub async fn check(
     deps: ProbeDeps,
     spec: IssuerSpec,
     ns: String,
     auth: ProbeAuth,
     cached: Option<(ConnectionConfig, CommandClient)>,
+    reuse: Option<ConnectionConfig>,
 ) -> (Option<ConnectionConfig>, Option<CommandClient>, Stage) {
-    let conn = match resolve(deps.client.clone(), &spec, &ns).await {
-        Ok(c) => c,
-        Err(e) => return (None, None, Stage::Config(e)),
+    let conn = match reuse {
+        Some(c) => c,
+        None => {
+            let conn = match resolve(deps.client.clone(), &spec, &ns).await {
+                Ok(c) => c,
+                Err(e) => return (None, None, Stage::Config(e)),
+            };
+            auth.credentials.do_send(SetCredentials {
+                credentials: conn.credentials.clone(),
+                ca_bundle_pem: conn.ca_bundle_pem.clone(),
+                scopes: split_scopes(spec.scopes.as_deref().unwrap_or("")),
+                audience: spec.audience.clone().unwrap_or_default(),
+            });
+            conn
+        }
     };
-    auth.credentials.do_send(SetCredentials {
-        credentials: conn.credentials.clone(),
-        ca_bundle_pem: conn.ca_bundle_pem.clone(),
-        scopes: split_scopes(spec.scopes.as_deref().unwrap_or("")),
-        audience: spec.audience.clone().unwrap_or_default(),
-    });
     let client = match cached {
         Some((c, client)) if c == conn => client,
         _ => match client_for(&conn, deps.settings.command_timeout) {

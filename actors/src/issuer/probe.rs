@@ -22,6 +22,9 @@ use super::check::{check, ProbeAuth, ProbeDeps, Stage};
 use super::resolve::{references, References};
 use crate::messages::{CheckNow, IssuerHealth, IssuerKey, Stop, WriteIssuerStatus};
 
+/// How many quiet interval checks reuse the resolved connection before one reads it again.
+const REREAD_EVERY: u32 = 9;
+
 /// One issuer's probe state.
 pub struct Probe {
     key: IssuerKey,
@@ -39,6 +42,8 @@ pub struct Probe {
     timer: Option<SpawnHandle>,
     failures: u32,
     write_failures: u32,
+    /// Interval checks since the referenced objects were last read.
+    quiet_checks: u32,
     force_write: bool,
     /// `Retry-After` of the last failed check (429/503): the next check waits at least this.
     retry_after: Option<Duration>,
@@ -69,6 +74,7 @@ impl Probe {
             timer: None,
             failures: 0,
             write_failures: 0,
+            quiet_checks: 0,
             force_write: false,
             retry_after: None,
         }
@@ -133,12 +139,25 @@ impl Probe {
             settings.secret_access_at_cluster_level,
         );
         let refs = references(&self.spec, &ns);
+        // A quiet interval check of a healthy issuer reuses what the last one read: changes of
+        // its Secrets and ConfigMaps are watched and trigger a full check. Every tenth interval
+        // check reads them anyway, in case a watch missed something.
+        let reuse = match why {
+            "interval" if self.quiet_checks < REREAD_EVERY => self.established.clone(),
+            _ => None,
+        };
+        self.quiet_checks = if reuse.is_some() {
+            self.quiet_checks.saturating_add(1)
+        } else {
+            0
+        };
         let fut = check(
             self.deps.clone(),
             self.spec.clone(),
             ns,
             self.auth.clone(),
             self.client.take(),
+            reuse,
         );
         ctx.spawn(
             fut.into_actor(self)
