@@ -4,8 +4,12 @@
 #   bash bench/run.sh            full matrix: N=100,1000,5000 × L=0,500 ms, references (a) (b) (b')
 #   bash bench/run.sh --quick    N=100 only (report in target/bench/benchmarks-quick.md)
 #   bash bench/run.sh --plan     print the runs and their estimated duration, run nothing
+#   bash bench/run.sh --issuers  only the many-issuers scenario (1000 Issuers, one per namespace,
+#                                30 s health checks; ≈ 3 min), replaces its own section of
+#                                docs/benchmarks.md (the matrix run keeps that section)
 # Other flags: --sizes 100,1000 --latencies 0,500 --concurrency 32 --window-secs 20
-#   --idle-secs 10 --runs ours,a,b,b2 --out FILE (see `--help`).
+#   --idle-secs 10 --runs ours,a,b,b2 --out FILE; --issuer-count 1000 --issuers-window-secs 90
+#   (see `--help`).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"

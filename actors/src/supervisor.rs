@@ -23,7 +23,7 @@ use crate::enroll::EnrollContext;
 use crate::flags::{Flags, Settings};
 use crate::http::{self, Liveness, Readiness};
 use crate::issuer::registry::{IssuerNews, Registry};
-use crate::issuer::ProbeDeps;
+use crate::issuer::{ProbeDeps, CONCURRENT_CHECKS};
 use crate::leader::LeaderElector;
 use crate::status_writer::StatusWriter;
 use crate::watch::issuers::{IssuerEvents, IssuerWatcher};
@@ -89,6 +89,7 @@ pub async fn run(flags: Flags, settings: Settings) -> anyhow::Result<()> {
             writer: writer.clone().recipient(),
             metrics: metrics.clone(),
             leading: leading.clone(),
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS)),
         },
         IssuerNews {
             ready: enroller_addr.clone().recipient(),

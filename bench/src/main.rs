@@ -3,7 +3,9 @@
 //! latency L; our controller against two references, (a) the same controller at
 //! `--concurrency 1` (the Go issuer's one-reconcile-at-a-time model) and (b) a plain kube client
 //! making only the status writes (the apiserver ceiling). Run it with `bash bench/run.sh`.
+//! `--issuers` runs the many-issuers scenario instead (issuers.rs).
 
+mod issuers;
 mod plain;
 mod procstat;
 mod report;
@@ -59,6 +61,16 @@ pub struct Args {
     /// Print the plan and its estimated duration, run nothing.
     #[arg(long)]
     pub plan: bool,
+    /// Run only the many-issuers scenario (one Issuer per namespace, 30 s health checks) and
+    /// replace its section of the report (default docs/benchmarks.md; other sections kept).
+    #[arg(long)]
+    pub issuers: bool,
+    /// Issuers (and namespaces) of --issuers.
+    #[arg(long, default_value_t = 1000)]
+    pub issuer_count: usize,
+    /// Steady-state window of --issuers (s): at least two 30 s health intervals.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(60..))]
+    pub issuers_window_secs: u64,
 }
 
 /// What is measured in one run.
@@ -383,8 +395,77 @@ async fn run(spec: Spec, plan: &Plan) -> Result<RunResult> {
     })
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Where the raw figures of a report go: next to the build, not in docs/.
+fn raw_path(out: &std::path::Path, default: &str) -> PathBuf {
+    command_issuer_e2e::paths::target_dir().join("bench").join(
+        out.with_extension("json")
+            .file_name()
+            .unwrap_or_else(|| default.as_ref()),
+    )
+}
+
+/// `bash bench/run.sh --issuers`: the many-issuers scenario alone, its section spliced into
+/// the report.
+fn main_issuers(args: &Args) -> Result<()> {
+    let settings = issuers::Settings {
+        count: args.issuer_count,
+        window: Duration::from_secs(args.issuers_window_secs),
+        parallel: args.client_parallelism,
+    };
+    eprintln!(
+        "[bench] many issuers: {} Issuers, one per namespace, health check every {}; window {} s; estimated {:.0} s",
+        settings.count,
+        issuers::INTERVAL,
+        settings.window.as_secs(),
+        issuers::estimate(&settings)
+    );
+    if args.plan {
+        return Ok(());
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| command_issuer_e2e::fixtures::repo_file("docs/benchmarks.md"));
+    let machine = report::Machine::describe();
+    let started = jiff::Timestamp::now();
+    let t = Instant::now();
+    let result = runtime()?.block_on(issuers::run(settings))?;
+    let elapsed = t.elapsed();
+    let section = issuers::markdown(&result, &settings, &machine, started, elapsed);
+    let doc = std::fs::read_to_string(&out).unwrap_or_else(|_| "# Benchmarks\n".into());
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, issuers::splice(&doc, &section))
+        .with_context(|| format!("writing {}", out.display()))?;
+    let json = command_issuer_e2e::paths::target_dir().join("bench/issuers.json");
+    std::fs::create_dir_all(json.parent().unwrap_or(&out))?;
+    std::fs::write(&json, serde_json::to_string_pretty(&result)?)?;
+    println!("{section}");
+    eprintln!(
+        "[bench] done in {:.0} s; section in {} (raw {})",
+        elapsed.as_secs_f64(),
+        out.display(),
+        json.display()
+    );
+    if let Some(e) = &result.error {
+        anyhow::bail!("many-issuers run incomplete: {e}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.issuers {
+        return main_issuers(&args);
+    }
     let plan = plan(&args);
     let total: f64 = plan.specs.iter().map(|s| estimate(s, &plan)).sum();
     eprintln!(
@@ -413,10 +494,7 @@ fn main() -> Result<()> {
             command_issuer_e2e::fixtures::repo_file("docs/benchmarks.md")
         }
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let machine = report::Machine::describe();
     let started = jiff::Timestamp::now();
     let t = Instant::now();
@@ -445,17 +523,20 @@ fn main() -> Result<()> {
         results
     });
     let elapsed = t.elapsed();
-    let md = report::markdown(&args, &plan, &machine, started, elapsed, &results);
+    let mut md = report::markdown(&args, &plan, &machine, started, elapsed, &results);
+    // The many-issuers section (`--issuers`) is not part of the matrix: keep its figures.
+    if let Some(section) = std::fs::read_to_string(&out)
+        .ok()
+        .as_deref()
+        .and_then(issuers::extract)
+    {
+        md = issuers::splice(&md, section);
+    }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
-    // Raw figures next to the build, not in docs/.
-    let json = command_issuer_e2e::paths::target_dir().join("bench").join(
-        out.with_extension("json")
-            .file_name()
-            .unwrap_or_else(|| "benchmarks.json".as_ref()),
-    );
+    let json = raw_path(&out, "benchmarks.json");
     std::fs::create_dir_all(json.parent().unwrap_or(&out))?;
     std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
     println!("{}", report::tables(&results));

@@ -369,7 +369,7 @@ fn targets(results: &[RunResult]) -> String {
 }
 
 /// Process names as /proc shows them (15 characters at most) → readable column titles.
-fn process_title(comm: &str) -> &str {
+pub(crate) fn process_title(comm: &str) -> &str {
     match comm {
         "command-issuer-" => "driver (bench, incl. (b) client)",
         "kube-controller" => "kube-controller-manager",

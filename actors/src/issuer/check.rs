@@ -33,7 +33,13 @@ pub struct ProbeDeps {
     pub metrics: Arc<Metrics>,
     /// True while this process may write status.
     pub leading: Arc<AtomicBool>,
+    /// Health checks running at once, all issuers together: a thousand issuers checked at
+    /// start-up must not open a thousand connections to the apiserver and to Command.
+    pub checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Health checks in flight at once, all issuers together.
+pub const CONCURRENT_CHECKS: usize = 16;
 
 /// The issuer's auth actor as the probe uses it.
 #[derive(Clone)]
@@ -70,6 +76,8 @@ pub async fn check(
     cached: Option<(ConnectionConfig, CommandClient)>,
     reuse: Option<ConnectionConfig>,
 ) -> (Option<ConnectionConfig>, Option<CommandClient>, Stage) {
+    // Closed only if the semaphore is, which never happens; a check then simply runs.
+    let _permit = deps.checks.clone().acquire_owned().await.ok();
     let conn = match reuse {
         Some(c) => c,
         None => {

@@ -3,7 +3,7 @@
 
 pub mod auth;
 mod check;
-pub use check::ProbeDeps;
+pub use check::{ProbeDeps, CONCURRENT_CHECKS};
 pub mod probe;
 pub mod registry;
 mod resolve;

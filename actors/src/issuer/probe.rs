@@ -131,7 +131,12 @@ impl Probe {
             }
         };
         self.running = true;
-        info!(issuer = %self.key, why, "health check");
+        if why == "interval" {
+            // Routine: a thousand issuers must not fill the log at info level.
+            debug!(issuer = %self.key, why, "health check");
+        } else {
+            info!(issuer = %self.key, why, "health check");
+        }
         let ns = secret_namespace(
             self.key.kind,
             self.key.namespace.as_deref(),
