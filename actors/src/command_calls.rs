@@ -26,12 +26,41 @@ pub enum CallError {
     Command(CommandError),
 }
 
-/// Builds the HTTPS client of one issuer connection.
+/// Distinct trust settings whose HTTPS client is kept for reuse; beyond that (a cluster with
+/// very many different CA bundles) clients are built per connection instead of growing this.
+const MAX_SHARED_CLIENTS: usize = 64;
+
+/// A trust setting: the CA bundle (none = the built-in roots) and the call timeout.
+type TrustKey = (Option<String>, Duration);
+
+thread_local! {
+    /// One HTTPS client (TLS configuration and connection pool) per trust setting, shared by
+    /// every issuer with that CA bundle: a thousand issuers on one Command keep a few warm
+    /// connections instead of a thousand TLS stacks. Credentials travel per request (the
+    /// Authorization header), never per connection. Every actor runs on this one thread.
+    static SHARED: std::cell::RefCell<std::collections::HashMap<TrustKey, awc::Client>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The HTTPS client of one issuer connection, shared with the issuers that trust the same CAs.
 pub fn client_for(
     conn: &ConnectionConfig,
     timeout: Duration,
 ) -> Result<CommandClient, CommandError> {
-    let http = build_http_client(conn.ca_bundle_pem.as_deref(), timeout)?;
+    let key = (conn.ca_bundle_pem.clone(), timeout);
+    let http = match SHARED.with(|c| c.borrow().get(&key).cloned()) {
+        Some(h) => h,
+        None => {
+            let h = build_http_client(conn.ca_bundle_pem.as_deref(), timeout)?;
+            SHARED.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() < MAX_SHARED_CLIENTS {
+                    c.insert(key, h.clone());
+                }
+            });
+            h
+        }
+    };
     Ok(CommandClient::new(http, conn.base_url()).with_timeout(timeout))
 }
 
