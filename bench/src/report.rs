@@ -504,7 +504,7 @@ pub fn markdown(
     let _ = writeln!(s, "## Results\n");
     let _ = writeln!(
         s,
-        "C = {} (`--concurrency`, the default is 32).{}\n",
+        "C = {} (`--concurrency` and `--per-issuer-concurrency`: the matrix has one issuer; the controller's defaults are 48 and 24).{}\n",
         args.concurrency,
         if plan.quick { " Quick matrix." } else { "" }
     );

@@ -75,7 +75,10 @@ impl Env {
                 "--metrics-bind-address=0",
                 "--health-probe-bind-address=127.0.0.1:0",
             ])
-            .arg(format!("--concurrency={concurrency}"));
+            .arg(format!("--concurrency={concurrency}"))
+            // The matrix has one issuer: C in flight means C for it, as before the per-issuer
+            // limit existed.
+            .arg(format!("--per-issuer-concurrency={concurrency}"));
         let log = cp.dir().join("command-issuer.log");
         let controller = ManagedProcess::spawn("command-issuer", cmd, &log)?;
         let env = Self {
