@@ -4,6 +4,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Recipient;
 use command_issuer::api::{CertificateRequest, IssuerKind};
@@ -63,6 +64,14 @@ pub struct Attempted {
 }
 
 impl Attempted {
+    /// An attempt that ends in a `Pending` condition saying `e`, stretched by `retry_after`.
+    pub(super) fn failed(e: RequestError, permanent: bool, retry_after: Option<Duration>) -> Self {
+        Self::end(AttemptEnd::Write {
+            outcome: e.outcome(permanent),
+            retry_after,
+        })
+    }
+
     pub(super) fn end(end: AttemptEnd) -> Self {
         Self {
             end,
@@ -152,10 +161,6 @@ pub async fn attempt(
     res
 }
 
-fn write(e: RequestError) -> Attempted {
-    Attempted::end(AttemptEnd::write(e.outcome(false)))
-}
-
 async fn decide(
     ctx: &EnrollContext,
     op_id: &str,
@@ -195,8 +200,12 @@ async fn decide(
         (Ok(Ok(s)), _) => s,
         // A held request keeps its status while its issuer is away; look again later.
         (_, Some(_)) => return Attempted::end(AttemptEnd::StillHeld),
-        (Ok(Err(ResolveError::Missing(m))), None) => return write(RequestError::IssuerMissing(m)),
-        (Ok(Err(ResolveError::Unready)), None) => return write(RequestError::IssuerNotReady),
+        (Ok(Err(ResolveError::Missing(m))), None) => {
+            return Attempted::failed(RequestError::IssuerMissing(m), false, None)
+        }
+        (Ok(Err(ResolveError::Unready)), None) => {
+            return Attempted::failed(RequestError::IssuerNotReady, false, None)
+        }
         (Ok(Err(ResolveError::Unchecked)) | Err(_), None) => {
             debug!(op_id, request = %key, issuer = %issuer, "issuer not checked yet; waiting");
             return Attempted::end(AttemptEnd::IssuerUnchecked);
@@ -209,7 +218,7 @@ async fn decide(
                 c.clone(),
                 Some((issuer.clone(), (snap.connection.clone(), c))),
             ),
-            Err(e) => return write(RequestError::NoClient(e.to_string())),
+            Err(e) => return Attempted::failed(RequestError::NoClient(e.to_string()), false, None),
         },
     };
     let calls = CommandCalls {
@@ -237,10 +246,7 @@ async fn decide(
         Step::WaitUnverifiable(left) => {
             warn!(op_id, request = %key, look_again_in_secs = left.as_secs_f64(), "an earlier attempt may have reached Command, and without SupportsMetadata it cannot be looked up; enrolling again once it can no longer complete");
             // Said once on the request, then looked at again when the window ends.
-            Attempted::end(AttemptEnd::Write {
-                outcome: RequestError::Unverifiable.outcome(false),
-                retry_after: Some(left),
-            })
+            Attempted::failed(RequestError::Unverifiable, false, Some(left))
         }
         // Looked up by our own key, the request's uid, whatever the intent annotation says.
         Step::LookUp | Step::LookAgain(_) => {
@@ -276,7 +282,7 @@ async fn sign_it(
 ) -> Attempted {
     match sign::prepare(op_id, key, cr, snap) {
         Ok(prepared) => sign::enroll(ctx, op_id, key, cr, snap, prepared, calls).await,
-        Err(e) => write(e),
+        Err(e) => Attempted::failed(e, false, None),
     }
 }
 

@@ -18,10 +18,7 @@ fn failed(e: CallError, wrap: fn(String) -> RequestError) -> Attempted {
         CallError::Auth(m) => (RequestError::NoAuthorization(m), None),
         CallError::Command(e) => (wrap(e.to_string()), e.retry_after()),
     };
-    Attempted::end(AttemptEnd::Write {
-        outcome: message.outcome(false),
-        retry_after,
-    })
+    Attempted::failed(message, false, retry_after)
 }
 
 /// `Some(end)` when the attempt ends here (recovered, or the lookup failed); `None` when no

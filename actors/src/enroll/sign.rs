@@ -1,8 +1,6 @@
 //! Signing a request that Command has not seen: the sign configuration and CSR are checked,
 //! the intent is recorded on the request, then `POST /Enrollment/CSR` is called once.
 
-use std::time::Duration;
-
 use command_issuer::api::CertificateRequest;
 use command_issuer::command::CommandError;
 use command_issuer::config::{sign_config, SignConfig};
@@ -46,13 +44,6 @@ pub fn prepare(
     Ok(Prepared { sign, csr_pem })
 }
 
-fn pending(e: RequestError, permanent: bool, retry_after: Option<Duration>) -> Attempted {
-    Attempted::end(AttemptEnd::Write {
-        outcome: e.outcome(permanent),
-        retry_after,
-    })
-}
-
 /// Records the intent, then enrolls. The intent patch carries the version the decision was
 /// made on, so a stale copy (a late watch event) is refused (409) instead of enrolled again.
 pub async fn enroll(
@@ -76,13 +67,15 @@ pub async fn enroll(
             let r = match r {
                 Ok(p) => Ok(p),
                 Err(CallError::Auth(m)) => {
-                    return pending(RequestError::NoAuthorization(m), false, None)
+                    return Attempted::failed(RequestError::NoAuthorization(m), false, None)
                 }
                 Err(CallError::Command(e)) => Err(e),
             };
             match pick_pattern(name, r) {
                 Ok(id) => Some(id),
-                Err((m, permanent)) => return pending(RequestError::Pattern(m), permanent, None),
+                Err((m, permanent)) => {
+                    return Attempted::failed(RequestError::Pattern(m), permanent, None)
+                }
             }
         }
         (None, None) => None,
@@ -112,7 +105,7 @@ pub async fn enroll(
             info!(op_id, request = %key, "the request changed since it was read; reading it again before enrolling");
             return Attempted::end(AttemptEnd::Conflict);
         }
-        Err(e) => return pending(RequestError::RecordIntent(e.to_string()), false, None),
+        Err(e) => return Attempted::failed(RequestError::RecordIntent(e.to_string()), false, None),
     };
     if !ctx.leading.load(std::sync::atomic::Ordering::SeqCst) {
         // Deposed while recording the intent: the next leader looks this request up.
@@ -144,13 +137,13 @@ pub async fn enroll(
             }
             Attempted::end(AttemptEnd::write(outcome))
         }
-        Err(CallError::Auth(m)) => pending(RequestError::NoAuthorization(m), false, None),
+        Err(CallError::Auth(m)) => Attempted::failed(RequestError::NoAuthorization(m), false, None),
         Err(CallError::Command(e)) => {
             let transient =
                 e.is_transient() || matches!(e, CommandError::Status { status: 401, .. });
             tracing::warn!(op_id, request = %key, error = %e, transient, retry_after_secs = ?e.retry_after().map(|d| d.as_secs()), "Command enrollment failed");
             let message = enrollment_failure(&sign, pattern_id, &e);
-            pending(
+            Attempted::failed(
                 RequestError::Enrollment(message),
                 !transient,
                 e.retry_after(),
